@@ -1,0 +1,16 @@
+//! Test harness: isolated, parallel-safe access to the real PostgreSQL,
+//! Redis and RabbitMQ servers that `scripts/test` starts.
+//!
+//! # Layout
+//! - [`env`]: where the test servers are (`KEEL_TEST_*` variables).
+//! - [`database`]: a fresh database per test, cloned from a migrated template.
+//! - [`broker`]: a unique AMQP namespace per test, deleted afterwards.
+//! - [`proxy`]: a TCP proxy that can cut and restore a connection to a real
+//!   server, to simulate an outage without disturbing parallel tests.
+//! - [`redis`]: a unique Redis key prefix per test.
+
+pub mod broker;
+pub mod database;
+pub mod env;
+pub mod proxy;
+pub mod redis;
