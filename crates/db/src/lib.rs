@@ -1,1 +1,20 @@
+//! PostgreSQL access shared by every service.
+//!
+//! # Layout
+//! - [`settings`]: the `database` configuration section.
+//! - [`pool`]: a deadpool-postgres pool whose connections are pinned to the
+//!   owning service's schema (`search_path`), so SQL names tables unqualified.
+//! - [`migrate`]: embedded migrations, applied under an advisory lock so two
+//!   instances starting together do not race.
+//! - [`error`]: the crate's error type and helpers to classify SQLSTATEs.
 
+pub mod error;
+pub mod migrate;
+pub mod pool;
+pub mod settings;
+
+pub use deadpool_postgres::{GenericClient, Object as Client, Pool, Transaction};
+pub use error::{Error, Result};
+pub use migrate::{Migration, MigrationSet, migrate};
+pub use pool::{check, connect};
+pub use settings::DatabaseSettings;

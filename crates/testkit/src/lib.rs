@@ -9,6 +9,13 @@
 //!   server, to simulate an outage without disturbing parallel tests.
 //! - [`redis`]: a unique Redis key prefix per test.
 
+// A broken test environment should fail the test at once and loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: setup failures must abort the test"
+)]
+
 pub mod broker;
 pub mod database;
 pub mod env;
