@@ -1,1 +1,28 @@
+//! HTTP plumbing shared by every service's actix-web app.
+//!
+//! # Layout
+//! - [`settings`]: the `http` configuration section (bind address, limits,
+//!   shutdown grace).
+//! - [`problem`]: RFC 9457 `application/problem+json` bodies, carrying the
+//!   request id.
+//! - [`request_id`]: accepts a sane `X-Request-Id` or makes one, echoes it on
+//!   every response and exposes it to error rendering.
+//! - [`observe`]: one span per request (continuing the caller's
+//!   `traceparent`) and request count/duration metrics by route pattern.
+//! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
+//!   503 naming the failing ones) and `/metrics`.
+//! - [`server`]: binds a listener (port 0 in tests) and runs an app until a
+//!   shutdown token is cancelled, draining in-flight requests.
 
+pub mod health;
+pub mod observe;
+pub mod problem;
+pub mod request_id;
+pub mod server;
+pub mod settings;
+
+pub use health::{Check, CheckFuture, Readiness};
+pub use problem::{FieldError, Problem};
+pub use request_id::RequestId;
+pub use server::{Server, run_until_stopped};
+pub use settings::HttpSettings;

@@ -1,0 +1,43 @@
+use std::time::Duration;
+
+use keel_config::{Invalid, Validate};
+use serde::Deserialize;
+
+/// The `http` section of a service's configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// actix worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How long in-flight requests may run after shutdown starts.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Budget for each dependency check in `/readyz`.
+    #[serde(with = "humantime_serde")]
+    pub readiness_timeout: Duration,
+}
+
+impl HttpSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl Validate for HttpSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
+            return Err(Invalid::new("host", "must be an IP address or localhost").within("http"));
+        }
+        if !(1..=512 * 1024 * 1024).contains(&self.body_limit) {
+            return Err(Invalid::new("body_limit", "must be between 1 byte and 512 MiB").within("http"));
+        }
+        if self.readiness_timeout.is_zero() {
+            return Err(Invalid::new("readiness_timeout", "must be greater than zero").within("http"));
+        }
+        Ok(())
+    }
+}
