@@ -1,0 +1,611 @@
+//! The consumer runner: drains one queue into a [`Handler`] with explicit
+//! prefetch, bounded concurrency, ack-after-success, retries through delay
+//! queues, dead-lettering, reconnection and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::connection::Broker;
+use crate::error::{Error, Result};
+use crate::metrics::{ConsumerMetrics, Outcome};
+use crate::publisher::Publisher;
+use crate::retry::RetryDecision;
+use crate::topology::QueueSpec;
+use crate::trace::{header_str, set_parent_from_headers};
+
+/// Header with the 1-based attempt number (absent on the first delivery).
+pub const ATTEMPT_HEADER: &str = "x-keel-attempt";
+/// Why a message was dead-lettered: `retries-exhausted`, `permanent` or
+/// `undecodable`.
+pub const DEATH_REASON_HEADER: &str = "x-keel-death-reason";
+/// The last handler error, as text.
+pub const LAST_ERROR_HEADER: &str = "x-keel-last-error";
+/// The routing key the message was first published with.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-keel-original-routing-key";
+/// The queue the message was consumed from when it died.
+pub const QUEUE_HEADER: &str = "x-keel-queue";
+
+/// The maximum length kept of an error message in a header.
+const MAX_ERROR_LEN: usize = 1024;
+
+/// Why a handler did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might succeed later (a dependency is down, a lock timed out): retry
+    /// on the policy's schedule.
+    #[error("transient: {0}")]
+    Transient(#[source] BoxError),
+    /// Will never succeed (invalid data, unknown entity): dead-letter now.
+    #[error("permanent: {0}")]
+    Permanent(#[source] BoxError),
+}
+
+/// Any error, boxed: what a handler failure carries.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl HandlerError {
+    pub fn transient(error: impl Into<BoxError>) -> Self {
+        Self::Transient(error.into())
+    }
+
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        Self::Permanent(error.into())
+    }
+}
+
+/// A body that is not the expected message is a permanent failure:
+/// retrying cannot change its bytes.
+impl From<DecodeError> for HandlerError {
+    fn from(error: DecodeError) -> Self {
+        Self::Permanent(Box::new(error))
+    }
+}
+
+/// The body did not deserialise into the requested type.
+#[derive(Debug, thiserror::Error)]
+#[error("message body does not decode as the expected type")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// One delivery, as a handler sees it.
+#[derive(Debug)]
+pub struct Incoming {
+    id: Uuid,
+    message_type: String,
+    body: Vec<u8>,
+    attempt: u32,
+    redelivered: bool,
+    routing_key: String,
+    headers: FieldTable,
+}
+
+impl Incoming {
+    /// The envelope id (AMQP `message_id`): de-duplicate on it.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The envelope type, e.g. `webhook.process`.
+    pub fn message_type(&self) -> &str {
+        &self.message_type
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// 1 on the first try, then 2, 3, ... after each transient failure.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The broker delivered this before without an ack (a consumer died or
+    /// shut down mid-message): the handler may have run already.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// The routing key the message was first published with.
+    pub fn routing_key(&self) -> &str {
+        &self.routing_key
+    }
+
+    pub fn headers(&self) -> &FieldTable {
+        &self.headers
+    }
+
+    /// Deserialises the body, e.g. as `Envelope<Job>`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    /// Reads what the runner needs; `Err` means the message cannot be
+    /// handled at all (no usable id).
+    fn from_delivery(delivery: &Delivery) -> Result<Self, String> {
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let id = match delivery.properties.message_id() {
+            Some(id) => Uuid::parse_str(id.as_str()).map_err(|e| format!("message_id: {e}"))?,
+            // A producer that did not set message_id: fall back to the
+            // envelope's own id.
+            None => {
+                #[derive(serde::Deserialize)]
+                struct IdOnly {
+                    id: Uuid,
+                }
+                serde_json::from_slice::<IdOnly>(&delivery.data)
+                    .map_err(|e| format!("body has no envelope id: {e}"))?
+                    .id
+            }
+        };
+        let attempt = headers
+            .inner()
+            .get(ATTEMPT_HEADER)
+            .and_then(integer)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+            .max(1);
+        let routing_key = header_str(&headers, ORIGINAL_ROUTING_KEY_HEADER)
+            .map(str::to_owned)
+            .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+        Ok(Self {
+            id,
+            message_type: delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|kind| kind.as_str().to_owned())
+                .unwrap_or_default(),
+            body: delivery.data.clone(),
+            attempt,
+            redelivered: delivery.redelivered,
+            routing_key,
+            headers,
+        })
+    }
+}
+
+fn integer(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Application code run for each message. Commit the handler's own
+/// transaction before returning `Ok`: the ack follows, and a crash in
+/// between means a redelivery (de-duplicate with the inbox).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Unacknowledged deliveries the broker may push ahead (defaults to
+    /// `amqp.prefetch`).
+    pub prefetch: u16,
+    /// Handlers running at once (at most `prefetch` are useful).
+    pub concurrency: usize,
+    /// On shutdown, how long in-flight handlers get to finish before the
+    /// channel is closed and their messages return to the queue.
+    pub grace_period: Duration,
+    /// Shown in the management UI; also the span name prefix.
+    pub consumer_tag: String,
+}
+
+impl ConsumerOptions {
+    pub fn from_settings(settings: &crate::AmqpSettings, consumer_tag: impl Into<String>) -> Self {
+        Self {
+            prefetch: settings.prefetch,
+            concurrency: usize::from(settings.prefetch),
+            grace_period: Duration::from_secs(30),
+            consumer_tag: consumer_tag.into(),
+        }
+    }
+}
+
+/// Drains one queue into a handler until told to stop.
+#[derive(Debug)]
+pub struct Consumer<H> {
+    broker: Broker,
+    queue: QueueSpec,
+    options: ConsumerOptions,
+    metrics: ConsumerMetrics,
+    shared: Arc<Shared<H>>,
+}
+
+#[derive(Debug)]
+struct Shared<H> {
+    handler: H,
+    publisher: Publisher,
+    broker: Broker,
+    queue: QueueSpec,
+    metrics: ConsumerMetrics,
+}
+
+/// How a session (one channel's life) ended.
+enum SessionEnd {
+    /// Shutdown requested and done.
+    Stopped,
+    /// The channel or connection failed: reconnect.
+    Lost(Error),
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(
+        broker: Broker,
+        queue: QueueSpec,
+        handler: H,
+        options: ConsumerOptions,
+        metrics: ConsumerMetrics,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            handler,
+            publisher: Publisher::new(broker.clone()),
+            broker: broker.clone(),
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+        });
+        Self {
+            broker,
+            queue,
+            options,
+            metrics,
+            shared,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, reconnecting with backoff
+    /// whenever the broker goes away. On shutdown: no new deliveries
+    /// (basic.cancel), in-flight handlers finish (up to the grace period),
+    /// then the channel closes so anything unacknowledged is redelivered.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let mut failures = 0u32;
+        loop {
+            let Some(channel) = self.broker.channel_with_retry(&shutdown).await else {
+                return Ok(());
+            };
+            match self.session(channel, &shutdown).await {
+                SessionEnd::Stopped => return Ok(()),
+                SessionEnd::Lost(error) => {
+                    failures += 1;
+                    let delay = self.broker.settings().reconnect.delay(failures);
+                    tracing::warn!(
+                        queue = %self.queue.name, error = %error, ?delay,
+                        "consumer lost its channel; reconnecting"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
+        let mut consumer = match self.start(&channel).await {
+            Ok(consumer) => consumer,
+            Err(error) => return SessionEnd::Lost(error),
+        };
+        tracing::info!(queue = %self.queue.name, "consuming");
+        let tracker = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let tag = consumer.tag();
+
+        let end = loop {
+            tokio::select! {
+                // Shutdown wins over a delivery that is ready at the same
+                // time: that delivery stays unacked and is redelivered.
+                biased;
+                () = shutdown.cancelled() => {
+                    // Stop the flow first; deliveries already buffered are
+                    // never handed out and return on channel close.
+                    let cancel = channel.basic_cancel(
+                        tag.clone(),
+                        // Wait for cancel-ok: after it, nothing new arrives.
+                        BasicCancelOptions { nowait: false },
+                    );
+                    if let Err(error) = cancel.await {
+                        tracing::warn!(error = %error, "basic.cancel failed");
+                    }
+                    break SessionEnd::Stopped;
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        // Wait for a free slot; prefetch bounds how many
+                        // deliveries can queue up behind this one.
+                        let permit = tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => continue,
+                            permit = permits.clone().acquire_owned() => permit,
+                        };
+                        let Ok(permit) = permit else { continue };
+                        let shared = self.shared.clone();
+                        tracker.spawn(async move {
+                            shared.process(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(error)) => break SessionEnd::Lost(error.into()),
+                    None => break SessionEnd::Lost(Error::ConsumerCancelled(self.queue.name.clone())),
+                },
+            }
+        };
+
+        tracker.close();
+        if tokio::time::timeout(self.options.grace_period, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                queue = %self.queue.name,
+                still_running = tracker.len(),
+                "grace period over; unfinished messages go back to the queue"
+            );
+        }
+        // Closing the channel returns every unacknowledged delivery
+        // (buffered or abandoned) to the queue.
+        if channel.status().connected()
+            && let Err(error) = channel
+                .close(200, ShortString::from("consumer stopped"))
+                .await
+        {
+            tracing::debug!(error = %error, "closing the consumer channel failed");
+        }
+        if matches!(end, SessionEnd::Stopped) {
+            tracing::info!(queue = %self.queue.name, "consumer stopped");
+        }
+        end
+    }
+
+    async fn start(&self, channel: &Channel) -> Result<lapin::Consumer> {
+        channel
+            .basic_qos(
+                self.options.prefetch,
+                // Per consumer, not per channel: the usual RabbitMQ meaning.
+                BasicQosOptions { global: false },
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(self.queue.name.as_str()),
+                ShortString::from(format!("{}-{}", self.options.consumer_tag, Uuid::new_v4())),
+                BasicConsumeOptions {
+                    // RabbitMQ ignores no_local; written for completeness.
+                    no_local: false,
+                    // Manual acks: a message is acked only after its
+                    // handler succeeded (or it was retried/dead-lettered).
+                    no_ack: false,
+                    // Other replicas consume the same queue.
+                    exclusive: false,
+                    // Wait for consume-ok so a missing queue fails here.
+                    nowait: false,
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(consumer)
+    }
+
+    /// The metrics this consumer reports into.
+    pub fn metrics(&self) -> &ConsumerMetrics {
+        &self.metrics
+    }
+}
+
+impl<H: Handler> Shared<H> {
+    async fn process(&self, delivery: Delivery) {
+        let queue = self.queue.name.as_str();
+        self.metrics.in_flight(queue, 1);
+        let started = Instant::now();
+        let outcome = match Incoming::from_delivery(&delivery) {
+            Err(reason) => self.dead_letter(&delivery, "undecodable", &reason, 1).await,
+            Ok(message) => {
+                let span = tracing::info_span!(
+                    "amqp.consume",
+                    otel.kind = "consumer",
+                    messaging.destination = %queue,
+                    messaging.message.id = %message.id,
+                    message_type = %message.message_type,
+                    attempt = message.attempt,
+                );
+                set_parent_from_headers(&span, &message.headers);
+                async {
+                    let result = self.handler.handle(&message).await;
+                    self.metrics
+                        .observe_duration(queue, started.elapsed().as_secs_f64());
+                    match result {
+                        Ok(()) => self.ack(&delivery, Outcome::Ok).await,
+                        Err(HandlerError::Permanent(error)) => {
+                            tracing::warn!(error = %error, "permanent failure; dead-lettering");
+                            let error = error.to_string();
+                            self.dead_letter(&delivery, "permanent", &error, message.attempt)
+                                .await
+                        }
+                        Err(HandlerError::Transient(error)) => {
+                            self.retry(&delivery, &message, &error.to_string()).await
+                        }
+                    }
+                }
+                .instrument(span)
+                .await
+            }
+        };
+        self.metrics.outcome(queue, outcome);
+        self.metrics.in_flight(queue, -1);
+    }
+
+    async fn retry(&self, delivery: &Delivery, message: &Incoming, error: &str) -> Outcome {
+        let policy = &self.broker.settings().retry;
+        // Decide before any await: the thread-local RNG is not `Send`.
+        let decision = policy.after_failure(message.attempt, &mut rand::rng());
+        match decision {
+            RetryDecision::Exhausted => {
+                tracing::warn!(error, "last attempt failed; dead-lettering");
+                self.dead_letter(delivery, "retries-exhausted", error, message.attempt)
+                    .await
+            }
+            RetryDecision::Retry {
+                tier,
+                delay,
+                next_attempt,
+            } => {
+                tracing::info!(error, ?delay, next_attempt, "transient failure; retrying");
+                let mut headers = message.headers.clone();
+                headers.insert(
+                    ATTEMPT_HEADER.into(),
+                    AMQPValue::LongLongInt(i64::from(next_attempt)),
+                );
+                headers.insert(LAST_ERROR_HEADER.into(), long_string(error));
+                headers.insert(
+                    ORIGINAL_ROUTING_KEY_HEADER.into(),
+                    long_string(&message.routing_key),
+                );
+                let properties = copy_properties(&delivery.properties, headers)
+                    // Per-message TTL: the jittered delay, never longer than
+                    // the tier queue's own TTL.
+                    .with_expiration(ShortString::from(delay.as_millis().to_string()));
+                let exchange = self.broker.topology().retry_exchange(tier);
+                // The key under which the delay queue dead-letters it back
+                // to `{ns}.jobs`: this queue's own return key.
+                let published = self
+                    .publisher
+                    .publish_raw(
+                        &exchange,
+                        &self.queue.retry_routing_key,
+                        &delivery.data,
+                        properties,
+                        true,
+                    )
+                    .await;
+                match published {
+                    Ok(()) => self.ack(delivery, Outcome::Retried).await,
+                    Err(error) => self.requeue(delivery, &error).await,
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        error: &str,
+        attempt: u32,
+    ) -> Outcome {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let original_key = header_str(&headers, ORIGINAL_ROUTING_KEY_HEADER)
+            .map(str::to_owned)
+            .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+        headers.insert(DEATH_REASON_HEADER.into(), long_string(reason));
+        headers.insert(LAST_ERROR_HEADER.into(), long_string(error));
+        headers.insert(
+            ORIGINAL_ROUTING_KEY_HEADER.into(),
+            long_string(&original_key),
+        );
+        headers.insert(QUEUE_HEADER.into(), long_string(&self.queue.name));
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(attempt)),
+        );
+        let properties = copy_properties(&delivery.properties, headers);
+        let published = self
+            .publisher
+            .publish_raw(
+                &self.broker.topology().dead_exchange(),
+                &original_key,
+                &delivery.data,
+                properties,
+                // The dead exchange fans out to the dead queue; a message
+                // that reaches no queue there is a bug worth failing on.
+                true,
+            )
+            .await;
+        match published {
+            Ok(()) => self.ack(delivery, Outcome::Dead).await,
+            Err(error) => self.requeue(delivery, &error).await,
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery, outcome: Outcome) -> Outcome {
+        // Single ack (`multiple: false`): other deliveries may still be in
+        // flight on this channel.
+        if let Err(error) = delivery
+            .acker
+            .ack(BasicAckOptions { multiple: false })
+            .await
+        {
+            // The channel is gone: the broker redelivers the message, and the
+            // handler's de-duplication makes that harmless.
+            tracing::warn!(error = %error, "ack failed; the message will be redelivered");
+            return Outcome::Requeued;
+        }
+        outcome
+    }
+
+    /// Neither retry nor dead-letter could be published: put the message
+    /// back rather than lose it.
+    async fn requeue(&self, delivery: &Delivery, error: &Error) -> Outcome {
+        tracing::warn!(error = %error, "could not reroute the message; requeueing");
+        let nack = delivery.acker.nack(BasicNackOptions {
+            multiple: false,
+            // Back to its queue (counts towards x-delivery-limit).
+            requeue: true,
+        });
+        if let Err(error) = nack.await {
+            tracing::warn!(error = %error, "nack failed; the message will be redelivered");
+        }
+        Outcome::Requeued
+    }
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    let value = if value.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        &value[..end]
+    } else {
+        value
+    };
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// The original message's properties with new headers.
+fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut properties = BasicProperties::default()
+        .with_headers(headers)
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2);
+    if let Some(id) = original.message_id() {
+        properties = properties.with_message_id(id.clone());
+    }
+    if let Some(kind) = original.kind() {
+        properties = properties.with_type(kind.clone());
+    }
+    if let Some(timestamp) = original.timestamp() {
+        properties = properties.with_timestamp(*timestamp);
+    }
+    properties
+}
