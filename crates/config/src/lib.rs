@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, File, FileFormat};
 use serde::de::DeserializeOwned;
 
 /// Prefix of every environment variable Keel reads.
@@ -70,6 +70,15 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// Where a service runs. Production refuses development conveniences
+/// (well-known secrets, generated keys) at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
 /// Checks that serde cannot express: ranges, cross-field rules, production-only rules.
 pub trait Validate {
     fn validate(&self) -> Result<(), Invalid>;
@@ -107,7 +116,7 @@ pub fn load_from<T: DeserializeOwned + Validate>(
         .filter(|(k, _)| k != CONFIG_FILE_VAR)
         .collect::<HashMap<_, _>>();
     builder = builder.add_source(
-        Environment::with_prefix(ENV_PREFIX)
+        config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)

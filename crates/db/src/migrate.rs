@@ -79,3 +79,27 @@ async fn apply(client: &mut crate::Client, schema: &str, sets: &[&MigrationSet])
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
+
+/// [`migrate`], waiting for the database to become reachable for up to
+/// `patience`. Services call this at start so that a stack whose database
+/// comes up a little later (compose, a node reboot) converges instead of
+/// crash-looping; any other failure is returned at once.
+pub async fn migrate_when_ready(
+    pool: &Pool,
+    schema: &str,
+    sets: &[&MigrationSet],
+    patience: std::time::Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match migrate(pool, schema, sets).await {
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, ?delay, "database unavailable; retrying migrations");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            outcome => return outcome,
+        }
+    }
+}

@@ -11,18 +11,7 @@ use crate::{DatabaseSettings, Error, Result};
 /// Pools connect lazily: a service starts even while PostgreSQL is down and
 /// reports it through `/readyz` until it comes back.
 pub fn connect(settings: &DatabaseSettings, schema: &str, application: &str) -> Result<Pool> {
-    let mut config: tokio_postgres::Config = settings
-        .url
-        .expose_secret()
-        .parse()
-        .map_err(Error::InvalidUrl)?;
-    config
-        .application_name(application)
-        .connect_timeout(settings.connect_timeout)
-        .options(format!(
-            "-c search_path={schema},public -c statement_timeout={}",
-            settings.statement_timeout.as_millis()
-        ));
+    let config = connection_config(settings, schema, application)?;
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -42,6 +31,28 @@ pub fn connect(settings: &DatabaseSettings, schema: &str, application: &str) -> 
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()?;
     Ok(pool)
+}
+
+/// The connection settings the pool uses, for the few connections that
+/// live outside it (the outbox relay's `LISTEN` session).
+pub fn connection_config(
+    settings: &DatabaseSettings,
+    schema: &str,
+    application: &str,
+) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(Error::InvalidUrl)?;
+    config
+        .application_name(application)
+        .connect_timeout(settings.connect_timeout)
+        .options(format!(
+            "-c search_path={schema},public -c statement_timeout={}",
+            settings.statement_timeout.as_millis()
+        ));
+    Ok(config)
 }
 
 /// A real round trip, for `/readyz`.

@@ -17,6 +17,8 @@ use actix_web::{HttpResponse, web};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::observe::HttpMetrics;
+
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// One dependency probe. The error string is logged, not returned to the client.
@@ -24,25 +26,6 @@ pub trait Check: Send + Sync {
     /// `postgres`, `redis`, `rabbitmq`, ...: the name `/readyz` reports.
     fn name(&self) -> &'static str;
     fn check(&self) -> CheckFuture<'_>;
-}
-
-/// A check built from a closure, for the common one-liner case.
-struct FnCheck<F> {
-    name: &'static str,
-    probe: F,
-}
-
-impl<F> Check for FnCheck<F>
-where
-    F: Fn() -> CheckFuture<'static> + Send + Sync,
-{
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn check(&self) -> CheckFuture<'_> {
-        (self.probe)()
-    }
 }
 
 #[derive(Clone, Default)]
@@ -84,14 +67,6 @@ impl Readiness {
     pub fn with(mut self, check: impl Check + 'static) -> Self {
         self.checks.push(Arc::new(check));
         self
-    }
-
-    /// Adds a check from a closure returning a boxed future.
-    pub fn with_fn<F>(self, name: &'static str, probe: F) -> Self
-    where
-        F: Fn() -> CheckFuture<'static> + Send + Sync + 'static,
-    {
-        self.with(FnCheck { name, probe })
     }
 
     /// Runs every check concurrently; returns the names of the failing ones.
@@ -168,10 +143,34 @@ async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
         .body(keel_telemetry::metrics::render(&registry))
 }
 
-/// Mounts `/healthz`, `/readyz` and `/metrics`. Expects `web::Data<Readiness>`
-/// and `web::Data<Registry>` in app data.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+/// What the operational endpoints and middleware need, cloned into every
+/// actix worker's app.
+#[derive(Debug, Clone)]
+pub struct Operational {
+    readiness: web::Data<Readiness>,
+    registry: web::Data<Registry>,
+    http_metrics: web::Data<HttpMetrics>,
+}
+
+impl Operational {
+    /// Registers the HTTP metrics into `registry`, then freezes it for serving.
+    pub fn new(readiness: Readiness, mut registry: Registry) -> Self {
+        let http_metrics = HttpMetrics::register(&mut registry);
+        Self {
+            readiness: web::Data::new(readiness),
+            registry: web::Data::new(registry),
+            http_metrics: web::Data::new(http_metrics),
+        }
+    }
+
+    /// Mounts `/healthz`, `/readyz` and `/metrics` and the shared data the
+    /// [`observe`](crate::observe) middleware reads.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.readiness.clone())
+            .app_data(self.registry.clone())
+            .app_data(self.http_metrics.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics));
+    }
 }

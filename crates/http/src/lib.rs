@@ -11,8 +11,9 @@
 //!   `traceparent`) and request count/duration metrics by route pattern.
 //! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
 //!   503 naming the failing ones) and `/metrics`.
-//! - [`server`]: binds a listener (port 0 in tests) and runs an app until a
-//!   shutdown token is cancelled, draining in-flight requests.
+//! - [`server`]: the one app factory every service uses, and a server that
+//!   binds first (port 0 in tests) and runs until a shutdown token is
+//!   cancelled, draining in-flight requests.
 
 pub mod health;
 pub mod observe;
@@ -21,8 +22,8 @@ pub mod request_id;
 pub mod server;
 pub mod settings;
 
-pub use health::{Check, CheckFuture, Readiness};
+pub use health::{Check, CheckFuture, Operational, Readiness};
 pub use problem::{FieldError, Problem};
 pub use request_id::RequestId;
-pub use server::{Server, run_until_stopped};
+pub use server::{Routes, Server, app, serve};
 pub use settings::HttpSettings;

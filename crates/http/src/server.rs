@@ -1,16 +1,20 @@
 //! Binding and running an actix-web server under an explicit shutdown token.
 //!
 //! Binding happens before running so callers (and tests binding port 0)
-//! know the port. actix's own signal handling is disabled by the caller
-//! (`HttpServer::disable_signals`): the binary turns SIGTERM into a
-//! cancelled token, so one process can host several servers (tests) and
-//! shutdown order stays explicit.
+//! know the port. actix's own signal handling is disabled: the binary turns
+//! SIGTERM into a cancelled token, so one process can host several servers
+//! (tests) and shutdown order stays explicit.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
-use crate::HttpSettings;
+use crate::{HttpSettings, Operational, observe, problem, request_id};
 
 #[derive(Debug)]
 pub struct Server {
@@ -38,25 +42,62 @@ impl Server {
     }
 }
 
-/// Applies Keel's server settings: no signal handling of its own, the
-/// configured worker count and shutdown grace.
-#[macro_export]
-macro_rules! configure_server {
-    ($server:expr, $settings:expr) => {{
-        let settings: &$crate::HttpSettings = $settings;
-        let mut server = $server
-            .disable_signals()
-            .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
-        if settings.workers > 0 {
-            server = server.workers(settings.workers);
-        }
-        server
-    }};
+/// A service's own routes, mounted next to the operational endpoints.
+pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+/// The app factory every service uses: operational endpoints, the
+/// service's routes, body limits, problem+json 404s, and request-id and
+/// observability middleware. Tests get exactly what production runs.
+pub fn app(
+    operational: Operational,
+    body_limit: usize,
+    routes: Routes,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .configure(|cfg| operational.configure(cfg))
+        .configure(move |cfg| routes(cfg))
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::JsonConfig::default().limit(body_limit))
+        .default_service(web::to(problem::not_found))
+        // Registered last = runs first: the request id exists before the
+        // span and metrics middleware reads it.
+        .wrap(from_fn(observe::middleware))
+        .wrap(from_fn(request_id::middleware))
 }
 
-/// Awaits `server` and, when `shutdown` is cancelled, stops accepting and
-/// lets in-flight requests finish within the configured grace.
-pub async fn run_until_stopped(
+/// Serves [`app`] on `server` until `shutdown` is cancelled, then stops
+/// accepting and lets in-flight requests finish within
+/// `settings.shutdown_grace`. actix's own signal handling is off: the
+/// binary owns signals and cancels the token.
+pub async fn serve(
+    server: Server,
+    settings: &HttpSettings,
+    operational: Operational,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let body_limit = settings.body_limit;
+    let mut builder = HttpServer::new(move || app(operational.clone(), body_limit, routes.clone()))
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
+    if settings.workers > 0 {
+        builder = builder.workers(settings.workers);
+    }
+    let running = builder.listen(server.into_listener())?.run();
+    run_until_stopped(running, shutdown).await
+}
+
+/// Awaits `server`; when `shutdown` is cancelled, stops accepting and lets
+/// in-flight requests finish within the configured grace.
+async fn run_until_stopped(
     server: actix_web::dev::Server,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -69,9 +110,4 @@ pub async fn run_until_stopped(
     let result = server.await;
     stopper.abort();
     result
-}
-
-/// Address helper for logs and tests.
-pub fn base_url(addr: SocketAddr) -> String {
-    format!("http://{addr}")
 }

@@ -111,3 +111,15 @@ mod tests {
         assert!(matches!(err, Error::Io { .. }), "{err}");
     }
 }
+
+/// [`probe`] for the `healthcheck` subcommand: prints the failure on
+/// stderr and turns the outcome into an exit code.
+pub async fn report(url: &str, timeout: Duration) -> std::process::ExitCode {
+    match probe(url, timeout).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
