@@ -98,7 +98,7 @@ bench_kill() {
     kill -TERM "$pid" 2>/dev/null || return 0
     local i
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        pid_alive "$pid" || return 0
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true

@@ -19,6 +19,7 @@
 #   install_missing_packages                  apt-get only what is missing
 #   require_cargo                             fail clearly without cargo
 #   pick_free_port                            print a free loopback TCP port
+#   pid_alive PID                             running and not a zombie
 #   port_open PORT                            is 127.0.0.1:PORT accepting?
 #   wait_port PORT TIMEOUT_S NAME             wait until PORT accepts
 #   wait_http_ok URL TIMEOUT_S                wait until URL answers 2xx
@@ -48,6 +49,15 @@ log() { printf '[keel %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
     printf '[keel] ERROR: %s\n' "$*" >&2
     exit 1
+}
+
+# True when PID runs; a zombie (exited, not yet reaped by its parent) is not
+# running, though `kill -0` still succeeds on it.
+pid_alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+    [[ -n "$state" && "$state" != Z ]]
 }
 
 # ---------------------------------------------------------------- packages --
@@ -243,7 +253,7 @@ redis_running() {
     local folder=$1 port=$2 pid
     [[ -f "$folder/redis/redis.pid" ]] || return 1
     pid="$(cat "$folder/redis/redis.pid" 2>/dev/null)" || return 1
-    kill -0 "$pid" 2>/dev/null && redis-cli -p "$port" ping >/dev/null 2>&1
+    pid_alive "$pid" && redis-cli -p "$port" ping >/dev/null 2>&1
 }
 
 start_redis() {
@@ -272,13 +282,13 @@ wait_redis() {
 stop_redis() {
     local folder=$1 port=$2 pid=""
     [[ -f "$folder/redis/redis.pid" ]] && pid="$(cat "$folder/redis/redis.pid" 2>/dev/null || true)"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+    [[ -n "$pid" ]] && pid_alive "$pid" || return 0
     log "redis: stopping"
     # SHUTDOWN flushes the AOF; fall back to SIGTERM (also a clean shutdown).
     redis-cli -p "$port" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
     local i
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        pid_alive "$pid" || return 0
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
@@ -307,7 +317,7 @@ rabbitmq_running() {
     local folder=$1 pid
     [[ -f "$folder/rabbitmq/rabbit.pid" ]] || return 1
     pid="$(cat "$folder/rabbitmq/rabbit.pid" 2>/dev/null)" || return 1
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+    [[ -n "$pid" ]] && pid_alive "$pid"
 }
 
 # Launches the broker in the background and returns at once (it needs ~7 s to
@@ -374,7 +384,7 @@ stop_rabbitmq() {
         "$folder/rabbitmq/rabbit.pid" >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
     local i
     for ((i = 0; i < 200; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        pid_alive "$pid" || return 0
         sleep 0.1
     done
     log "rabbitmq: $node did not stop in 20 s, killing"

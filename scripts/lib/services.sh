@@ -115,12 +115,12 @@ stop_services() {
     local i
     for ((i = 0; i < 150; i++)); do
         local alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        for pid in "${pids[@]}"; do pid_alive "$pid" && alive=1; done
         ((alive)) || return 0
         sleep 0.1
     done
     for pid in "${pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
+        if pid_alive "$pid"; then
             log "pid $pid ignored SIGTERM for 15 s, killing"
             kill -KILL "$pid" 2>/dev/null || true
         fi
