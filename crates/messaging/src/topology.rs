@@ -258,11 +258,11 @@ impl Topology {
 /// `1s`, `10m`, `1h`, `200ms`: the shortest exact unit.
 fn tier_label(tier: Duration) -> String {
     let ms = tier.as_millis();
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

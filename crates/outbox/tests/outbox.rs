@@ -1,0 +1,439 @@
+//! The outbox and inbox against real PostgreSQL and RabbitMQ
+//! (`KEEL_TEST_DATABASE_URL`, `KEEL_TEST_AMQP_URL`): a database and an AMQP
+//! namespace per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use keel_contracts::events::{DomainEvent, OrderSnapshot};
+use keel_contracts::jobs::{JobQueue, WebhookProcess};
+use keel_contracts::{Envelope, Job};
+use keel_db::Pool;
+use keel_messaging::{
+    AmqpSettings, Broker, Consumer, ConsumerMetrics, ConsumerOptions, Handler, HandlerError,
+    Incoming, Publisher, ReconnectSettings,
+};
+use keel_outbox::{
+    MIGRATIONS, Relay, RelayMetrics, RelayOptions, enqueue_event, enqueue_job, inbox,
+};
+use keel_testkit::broker::TestBroker;
+use keel_testkit::database::TestDatabase;
+use keel_testkit::proxy::TcpProxy;
+use lapin::Channel;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions};
+use lapin::types::FieldTable;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SCHEMA: &str = "app";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn job() -> Envelope<Job> {
+    Envelope::new(Job::WebhookProcess(WebhookProcess {
+        event_id: Uuid::new_v4(),
+    }))
+}
+
+async fn database() -> TestDatabase {
+    TestDatabase::create(SCHEMA, &[&MIGRATIONS]).await
+}
+
+/// Enqueues `count` jobs in one transaction and returns their ids.
+async fn enqueue_jobs(pool: &Pool, count: usize) -> Vec<Uuid> {
+    let mut client = pool.get().await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let envelope = job();
+        enqueue_job(&transaction, &envelope).await.unwrap();
+        ids.push(envelope.id);
+    }
+    transaction.commit().await.unwrap();
+    ids
+}
+
+async fn unpublished(pool: &Pool) -> i64 {
+    let client = pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_until_all_published(pool: &Pool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = unpublished(pool).await;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows still unpublished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn relay(db: &TestDatabase, settings: AmqpSettings, options: RelayOptions) -> Relay {
+    relay_with_metrics(db, settings, options, RelayMetrics::default())
+}
+
+fn relay_with_metrics(
+    db: &TestDatabase,
+    settings: AmqpSettings,
+    options: RelayOptions,
+    metrics: RelayMetrics,
+) -> Relay {
+    let listen = db.url().parse().unwrap();
+    let publisher = Publisher::new(Broker::new(settings, "relay"));
+    Relay::new(
+        db.pool().clone(),
+        listen,
+        SCHEMA,
+        publisher,
+        options,
+        metrics,
+    )
+}
+
+/// Every message id delivered to `queue` until it stays empty for a while,
+/// with the number of times each was seen.
+async fn drain(channel: &Channel, queue: &str, expected: usize) -> HashMap<Uuid, usize> {
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "drain".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    let mut total = 0;
+    loop {
+        // Long wait until everything expected arrived, then a short one to
+        // catch duplicates that would follow.
+        let wait = if total < expected {
+            WAIT
+        } else {
+            Duration::from_millis(500)
+        };
+        match tokio::time::timeout(wait, consumer.next()).await {
+            Ok(Some(delivery)) => {
+                let delivery = delivery.unwrap();
+                let id = delivery.properties.message_id().as_ref().unwrap();
+                *seen
+                    .entry(Uuid::parse_str(id.as_str()).unwrap())
+                    .or_default() += 1;
+                total += 1;
+            }
+            Ok(None) => panic!("consumer cancelled"),
+            Err(_) if total < expected => panic!("only {total} of {expected} messages arrived"),
+            Err(_) => return seen,
+        }
+    }
+}
+
+fn through_proxy(test: &TestBroker, proxy: &TcpProxy) -> AmqpSettings {
+    let mut url = url::Url::parse(test.settings().url.expose_secret()).unwrap();
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    let mut settings = test.settings();
+    settings.url = SecretString::from(url.to_string());
+    settings.reconnect = ReconnectSettings {
+        min: Duration::from_millis(50),
+        max: Duration::from_millis(300),
+    };
+    settings.connect_timeout = Duration::from_secs(2);
+    settings
+}
+
+fn broker_addr(test: &TestBroker) -> SocketAddr {
+    let url = url::Url::parse(test.settings().url.expose_secret()).unwrap();
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5672))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn writes_commit_while_the_broker_is_unreachable_and_every_row_goes_out_once_it_returns() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let proxy = TcpProxy::start(broker_addr(&test)).await;
+    let relay = relay(
+        &db,
+        through_proxy(&test, &proxy),
+        RelayOptions {
+            batch_size: 10,
+            poll_interval: Duration::from_millis(200),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+
+    // Connected and publishing.
+    let mut expected = enqueue_jobs(db.pool(), 1).await;
+    wait_until_all_published(db.pool()).await;
+
+    proxy.cut();
+    for _ in 0..5 {
+        expected.extend(enqueue_jobs(db.pool(), 5).await);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(unpublished(db.pool()).await, 25, "rows wait in the outbox");
+    let client = db.pool().get().await.unwrap();
+    let attempts: i64 = client
+        .query_one("SELECT coalesce(sum(attempts), 0) FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(attempts > 0, "failed attempts are recorded");
+
+    proxy.restore();
+    wait_until_all_published(db.pool()).await;
+    let channel = test.channel().await;
+    let queue = test.topology().job_queue(JobQueue::Webhook).name;
+    let seen = drain(&channel, &queue, expected.len()).await;
+    assert_eq!(seen.len(), expected.len());
+    assert!(seen.values().all(|&n| n == 1), "a row was published twice");
+    assert!(expected.iter().all(|id| seen.contains_key(id)));
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_relays_over_a_thousand_rows_publish_no_row_twice() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let mut expected = Vec::new();
+    for _ in 0..10 {
+        expected.extend(enqueue_jobs(db.pool(), 100).await);
+    }
+    let options = RelayOptions {
+        batch_size: 50,
+        poll_interval: Duration::from_millis(200),
+    };
+    let shutdown = CancellationToken::new();
+    let (first_metrics, second_metrics) = (RelayMetrics::default(), RelayMetrics::default());
+    let first = relay_with_metrics(&db, test.settings(), options.clone(), first_metrics.clone());
+    let second = relay_with_metrics(&db, test.settings(), options, second_metrics.clone());
+    let first = tokio::spawn(first.run(shutdown.clone()));
+    let second = tokio::spawn(second.run(shutdown.clone()));
+
+    wait_until_all_published(db.pool()).await;
+    let channel = test.channel().await;
+    let queue = test.topology().job_queue(JobQueue::Webhook).name;
+    let seen = drain(&channel, &queue, 1000).await;
+    assert_eq!(seen.len(), 1000);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    expected.sort();
+    let mut ids: Vec<Uuid> = seen.into_keys().collect();
+    ids.sort();
+    assert_eq!(ids, expected);
+    // Both relays took part, and between them confirmed each row once.
+    let (a, b) = (
+        first_metrics.published_total(),
+        second_metrics.published_total(),
+    );
+    assert!(a > 0 && b > 0, "one relay did all the work: {a} + {b}");
+    assert_eq!(a + b, 1000);
+
+    shutdown.cancel();
+    first.await.unwrap();
+    second.await.unwrap();
+    test.cleanup().await;
+}
+
+/// Applies each message in a transaction, de-duplicated with the inbox.
+struct Applier {
+    pool: Pool,
+    deliveries: Arc<AtomicUsize>,
+    applied: Arc<AtomicUsize>,
+}
+
+impl Handler for Applier {
+    async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
+        self.deliveries.fetch_add(1, Ordering::SeqCst);
+        let mut client = self.pool.get().await.map_err(HandlerError::transient)?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(HandlerError::transient)?;
+        if inbox::claim(&transaction, "worker", message.id())
+            .await
+            .map_err(HandlerError::transient)?
+        {
+            // The message's effect would be written here, in the same
+            // transaction as the claim.
+            self.applied.fetch_add(1, Ordering::SeqCst);
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(HandlerError::transient)?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_after_the_confirm_publishes_again_and_the_inbox_applies_it_once() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let ids = enqueue_jobs(db.pool(), 1).await;
+    let relay = relay(&db, test.settings(), RelayOptions::default());
+
+    // Published and confirmed, but the marking transaction never commits.
+    assert_eq!(relay.publish_pending_then_roll_back().await.unwrap(), 1);
+    assert_eq!(unpublished(db.pool()).await, 1);
+    // The next relay run publishes it again.
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(unpublished(db.pool()).await, 0);
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+
+    let deliveries = Arc::new(AtomicUsize::new(0));
+    let applied = Arc::new(AtomicUsize::new(0));
+    let handler = Applier {
+        pool: db.pool().clone(),
+        deliveries: deliveries.clone(),
+        applied: applied.clone(),
+    };
+    let broker = test.broker("worker");
+    let options = ConsumerOptions::from_settings(broker.settings(), "worker");
+    let consumer = Consumer::new(
+        broker,
+        test.topology().job_queue(JobQueue::Webhook),
+        handler,
+        options,
+        ConsumerMetrics::default(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while deliveries.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both copies were not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(deliveries.load(Ordering::SeqCst), 2, "delivered twice");
+    assert_eq!(applied.load(Ordering::SeqCst), 1, "applied once");
+
+    let client = db.pool().get().await.unwrap();
+    let claimed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM inbox WHERE consumer = 'worker' AND message_id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed, 1);
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_committed_event_wakes_the_relay_without_waiting_for_the_poll() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let channel = test.channel().await;
+    let queue = test
+        .topology()
+        .declare_event_queue(&channel, "analytics", &["order.*"])
+        .await
+        .unwrap();
+    // A poll interval far beyond the test's patience: only NOTIFY can wake it.
+    let relay = relay(
+        &db,
+        test.settings(),
+        RelayOptions {
+            batch_size: 100,
+            poll_interval: Duration::from_secs(3600),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    // Let the relay finish its first (empty) pass and start listening.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let event = Envelope::new(DomainEvent::OrderCreated(OrderSnapshot {
+        order_id: Uuid::new_v4(),
+        user_id: None,
+        status: "pending".to_owned(),
+        currency: "EUR".to_owned(),
+        total_cents: 1250,
+        source: "api".to_owned(),
+    }));
+    let mut client = db.pool().get().await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    enqueue_event(&transaction, &event).await.unwrap();
+    transaction.commit().await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let message = loop {
+        let got = channel
+            .basic_get(queue.name.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if let Some(message) = got {
+            break message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(message.delivery.routing_key.as_str(), "order.created");
+    let body: Envelope<DomainEvent> = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(body, event);
+
+    shutdown.cancel();
+    running.await.unwrap();
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_write_leaves_nothing_to_publish() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    {
+        let mut client = db.pool().get().await.unwrap();
+        let transaction = client.transaction().await.unwrap();
+        enqueue_job(&transaction, &job()).await.unwrap();
+        transaction.rollback().await.unwrap();
+    }
+    let relay = relay(&db, test.settings(), RelayOptions::default());
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    assert_eq!(relay.backlog().await.unwrap(), 0);
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_inbox_claims_a_message_only_the_first_time_each_consumer_sees_it() {
+    let db = database().await;
+    let client = db.pool().get().await.unwrap();
+    let id = Uuid::now_v7();
+    assert!(inbox::claim(&client, "analytics", id).await.unwrap());
+    assert!(!inbox::claim(&client, "analytics", id).await.unwrap());
+    assert!(inbox::claim(&client, "worker", id).await.unwrap());
+}
