@@ -7,9 +7,11 @@
 #   (a) bare actix-web under keel-loadgen   — the HTTP framework's ceiling
 #   (b) pgbench single-row INSERTs          — PostgreSQL's durable-write ceiling
 #   (c) redis-benchmark GET / SET           — Redis round-trip ceiling
+# pgbench runs last: PostgreSQL keeps writing (WAL, checkpoints) for a while
+# after it, which would steal CPU from a measurement that follows.
 
 scenario_baseline() {
     bench_baseline_http
-    bench_baseline_postgres
     bench_baseline_redis
+    bench_baseline_postgres
 }
