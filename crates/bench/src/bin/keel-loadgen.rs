@@ -364,6 +364,9 @@ async fn connection_loop(plan: Arc<Plan>, stop: Stop, first_at: Instant) -> Resu
         let t0 = if let Some(interval) = plan.interval {
             let slot = scheduled;
             scheduled += interval;
+            if matches!(&stop, Stop::At(deadline) if slot >= *deadline) {
+                break;
+            }
             if Instant::now() >= slot {
                 slot
             } else {
