@@ -179,6 +179,17 @@ impl AmqpSettings {
     }
 }
 
+/// Lets services validate the `amqp` section with the rest of their
+/// configuration; the key in the message is already fully qualified.
+impl keel_config::Validate for AmqpSettings {
+    fn validate(&self) -> Result<(), keel_config::Invalid> {
+        AmqpSettings::validate(self).map_err(|e| match e {
+            Error::InvalidSettings { key, reason } => keel_config::Invalid::new(key, reason),
+            other => keel_config::Invalid::new("amqp", other.to_string()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -427,6 +427,46 @@ async fn a_body_that_does_not_decode_goes_to_the_dead_queue_as_permanent() {
 }
 
 #[tokio::test]
+async fn a_message_without_an_id_is_dead_lettered_as_undecodable_without_calling_the_handler() {
+    let test = TestBroker::new().await;
+    let channel = test.channel().await;
+    let queue = test.topology().job_queue(JobQueue::Webhook);
+    let mut running = spawn_consumer(
+        test.broker("consumer"),
+        queue.clone(),
+        |_| Ok(()),
+        Duration::ZERO,
+        10,
+        4,
+    );
+    // A foreign producer: no message_id, and a body that is not JSON.
+    channel
+        .basic_publish(
+            test.topology().jobs_exchange().into(),
+            "webhook".into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"not json",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+
+    let dead = test.topology().dead_queue();
+    wait_for_ready(&channel, &dead, 1).await;
+    let message = channel
+        .basic_get(dead.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    let headers = message.delivery.properties.headers().clone().unwrap();
+    assert_eq!(header_text(&headers, DEATH_REASON_HEADER), "undecodable");
+    assert_eq!(message.delivery.data, b"not json");
+    assert!(running.seen.try_recv().is_err(), "the handler was called");
+    running.stop().await;
+    test.cleanup().await;
+}
+
+#[tokio::test]
 async fn shutdown_finishes_the_message_in_hand_and_leaves_the_rest_in_the_queue() {
     let test = TestBroker::new().await;
     let channel = test.channel().await;
