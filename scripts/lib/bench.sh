@@ -212,10 +212,7 @@ bench_start_services() {
     [[ -n "${BENCH_GATEWAY_URL:-}" ]] && return 0
     build_services release || die "release build failed"
     local auth_port analytics_port worker_port gateway_port
-    auth_port="$(pick_free_port)"
-    analytics_port="$(pick_free_port)"
-    worker_port="$(pick_free_port)"
-    gateway_port="$(pick_free_port)"
+    read -r auth_port analytics_port worker_port gateway_port < <(pick_free_ports 4)
     export_service_env "$BENCH_PG_URL" "$BENCH_REDIS_URL" "$BENCH_AMQP_URL" "bench$$" "$auth_port" "$analytics_port"
     # Logging every request would measure the terminal, not the service.
     export RUST_LOG="${BENCH_RUST_LOG:-warn}"

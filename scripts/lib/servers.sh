@@ -19,6 +19,7 @@
 #   install_missing_packages                  apt-get only what is missing
 #   require_cargo                             fail clearly without cargo
 #   pick_free_port                            print a free loopback TCP port
+#   pick_free_ports N                         print N distinct free ports
 #   pid_alive PID                             running and not a zombie
 #   port_open PORT                            is 127.0.0.1:PORT accepting?
 #   wait_port PORT TIMEOUT_S NAME             wait until PORT accepts
@@ -117,7 +118,21 @@ require_cargo() {
 # Prints a currently free TCP port on 127.0.0.1 (the kernel picks it).
 # Race-prone by nature, but the window is short and the port range is large.
 pick_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    pick_free_ports 1
+}
+
+# Prints N distinct free ports on one line: all sockets are held open until
+# every port is picked, so the kernel cannot hand out the same one twice.
+pick_free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
 }
 
 port_open() {
@@ -317,7 +332,8 @@ rabbitmq_running() {
     local folder=$1 pid
     [[ -f "$folder/rabbitmq/rabbit.pid" ]] || return 1
     pid="$(cat "$folder/rabbitmq/rabbit.pid" 2>/dev/null)" || return 1
-    [[ -n "$pid" ]] && pid_alive "$pid"
+    # After a reboot the pidfile may name an unrelated process.
+    [[ -n "$pid" ]] && pid_alive "$pid" && grep -q beam "/proc/$pid/cmdline" 2>/dev/null
 }
 
 # Launches the broker in the background and returns at once (it needs ~7 s to
