@@ -84,6 +84,19 @@ pub async fn serve(
     routes: Routes,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let running = start(server, settings, operational, routes)?;
+    run_until_stopped(running, shutdown).await
+}
+
+/// Builds the actix server outside any `async` block: the builder holds
+/// non-`Send` app factories, and keeping it out of [`serve`]'s state
+/// machine keeps that future `Send` (spawnable).
+fn start(
+    server: Server,
+    settings: &HttpSettings,
+    operational: Operational,
+    routes: Routes,
+) -> std::io::Result<actix_web::dev::Server> {
     let body_limit = settings.body_limit;
     let mut builder = HttpServer::new(move || app(operational.clone(), body_limit, routes.clone()))
         .disable_signals()
@@ -91,8 +104,7 @@ pub async fn serve(
     if settings.workers > 0 {
         builder = builder.workers(settings.workers);
     }
-    let running = builder.listen(server.into_listener())?.run();
-    run_until_stopped(running, shutdown).await
+    Ok(builder.listen(server.into_listener())?.run())
 }
 
 /// Awaits `server`; when `shutdown` is cancelled, stops accepting and lets
@@ -108,6 +120,7 @@ async fn run_until_stopped(
         handle.stop(true).await;
     });
     let result = server.await;
+    tracing::debug!("HTTP server stopped");
     stopper.abort();
     result
 }

@@ -139,11 +139,22 @@ impl Broker {
     /// Closes the connection (unacknowledged deliveries return to their
     /// queues). Later calls to [`channel`](Self::channel) reconnect.
     pub async fn close(&self) {
-        if let Some(connection) = self.inner.connection.lock().await.take()
-            && connection.status().connected()
-            && let Err(error) = connection.close(200, ShortString::from("shutdown")).await
+        let connection = self.inner.connection.lock().await.take();
+        let Some(connection) = connection else {
+            return;
+        };
+        if !connection.status().connected() {
+            return;
+        }
+        // Bounded: a broker that stopped answering must not hold up the
+        // process's exit; dropping the socket has the same effect for it.
+        let timeout = self.inner.settings.connect_timeout;
+        match tokio::time::timeout(timeout, connection.close(200, ShortString::from("shutdown")))
+            .await
         {
-            tracing::debug!(error = %error, "closing the AMQP connection failed");
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(error = %error, "closing the AMQP connection failed"),
+            Err(_) => tracing::warn!(?timeout, "the broker did not confirm the connection close in time"),
         }
     }
 

@@ -1,1 +1,19 @@
-fn main() {}
+use std::process::ExitCode;
+
+use worker::startup::Worker;
+use clap::Parser;
+use keel_runtime::CommonCommand;
+
+/// Keel's background worker: drains job queues.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<CommonCommand>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let command = Cli::parse().command.unwrap_or(CommonCommand::Serve);
+    keel_runtime::run::<Worker>(command, env!("CARGO_PKG_VERSION")).await
+}

@@ -1,0 +1,126 @@
+//! Wiring: from settings to a running analytics service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_db::MigrationSet;
+use keel_http::{Operational, Readiness, Routes, Server};
+use keel_messaging::Broker;
+use keel_runtime::{Service, checks};
+use keel_telemetry::{ServiceIdentity, TelemetrySettings};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{DEFAULTS, Settings};
+use crate::{SCHEMA, SERVICE};
+
+/// How long start-up waits for PostgreSQL before giving up.
+const MIGRATION_PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] keel_db::Error),
+    #[error(transparent)]
+    Broker(#[from] keel_messaging::Error),
+    #[error("cannot bind the HTTP listener: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The analytics schema. The outbox component brings the `inbox` table the
+/// event consumer de-duplicates with.
+pub fn migrations() -> [&'static MigrationSet; 1] {
+    [&keel_outbox::MIGRATIONS]
+}
+
+/// The analytics service as a [`Service`] for `keel_runtime::run`.
+#[derive(Debug)]
+pub struct Analytics;
+
+impl Service for Analytics {
+    const NAME: &'static str = SERVICE;
+    const DEFAULTS: &'static str = DEFAULTS;
+    type Settings = Settings;
+    type Error = StartupError;
+
+    fn telemetry(settings: &Settings) -> &TelemetrySettings {
+        &settings.telemetry
+    }
+
+    async fn migrate(settings: &Settings) -> Result<(), StartupError> {
+        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
+        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        Ok(())
+    }
+
+    async fn serve(
+        settings: Settings,
+        identity: ServiceIdentity,
+        shutdown: CancellationToken,
+    ) -> Result<(), StartupError> {
+        let app = Application::build(settings, &identity).await?;
+        tracing::info!(port = app.port(), "analytics listening");
+        app.run_until_stopped(shutdown).await
+    }
+}
+
+/// A built, bound, not yet running worker.
+pub struct Application {
+    server: Server,
+    settings: Settings,
+    operational: Operational,
+    broker: Broker,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.server.port())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        identity: &ServiceIdentity,
+    ) -> Result<Self, StartupError> {
+        let registry = keel_telemetry::metrics::registry(identity);
+        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
+        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        let broker = Broker::new(settings.amqp.clone(), SERVICE);
+        let readiness = Readiness::new(settings.http.readiness_timeout)
+            .with(checks::Postgres(pool))
+            .with(checks::RabbitMq(broker.clone()));
+        let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
+        Ok(Self {
+            server,
+            operational: Operational::new(readiness, registry),
+            settings,
+            broker,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains in-flight requests and
+    /// closes the broker connection.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let routes: Routes = Arc::new(|_cfg| {});
+        let served = keel_http::serve(
+            self.server,
+            &self.settings.http,
+            self.operational,
+            routes,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        self.broker.close().await;
+        tracing::info!("analytics stopped");
+        served.map_err(StartupError::Serve)
+    }
+}

@@ -1,0 +1,149 @@
+//! Wiring: from settings to a running auth service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_cache::Redis;
+use keel_db::MigrationSet;
+use keel_http::{Operational, Readiness, Routes, Server};
+use keel_messaging::{Broker, Publisher};
+use keel_outbox::{Relay, RelayMetrics};
+use keel_runtime::{Service, checks};
+use keel_telemetry::{ServiceIdentity, TelemetrySettings};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{DEFAULTS, Settings};
+use crate::{SCHEMA, SERVICE};
+
+/// How long start-up waits for PostgreSQL before giving up.
+const MIGRATION_PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] keel_db::Error),
+    #[error(transparent)]
+    Redis(#[from] keel_cache::Error),
+    #[error("cannot bind the HTTP listener: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Every migration set applied to the auth's schema, in order.
+pub fn migrations() -> [&'static MigrationSet; 1] {
+    [&keel_outbox::MIGRATIONS]
+}
+
+/// The auth service as a [`Service`] for `keel_runtime::run`.
+#[derive(Debug)]
+pub struct AuthService;
+
+impl Service for AuthService {
+    const NAME: &'static str = SERVICE;
+    const DEFAULTS: &'static str = DEFAULTS;
+    type Settings = Settings;
+    type Error = StartupError;
+
+    fn telemetry(settings: &Settings) -> &TelemetrySettings {
+        &settings.telemetry
+    }
+
+    async fn migrate(settings: &Settings) -> Result<(), StartupError> {
+        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
+        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        Ok(())
+    }
+
+    async fn serve(
+        settings: Settings,
+        identity: ServiceIdentity,
+        shutdown: CancellationToken,
+    ) -> Result<(), StartupError> {
+        let app = Application::build(settings, &identity).await?;
+        tracing::info!(port = app.port(), "auth listening");
+        app.run_until_stopped(shutdown).await
+    }
+}
+
+/// A built, bound, not yet running auth service.
+pub struct Application {
+    server: Server,
+    settings: Settings,
+    operational: Operational,
+    broker: Broker,
+    relay: Relay,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.server.port())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Migrates, prepares lazily connecting clients, registers metrics and
+    /// binds the listener. Nothing serves until [`run_until_stopped`](Self::run_until_stopped).
+    pub async fn build(
+        settings: Settings,
+        identity: &ServiceIdentity,
+    ) -> Result<Self, StartupError> {
+        let mut registry = keel_telemetry::metrics::registry(identity);
+        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
+        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        let redis = Redis::new(&settings.redis)?;
+        let broker = Broker::new(settings.amqp.clone(), SERVICE);
+        let relay = Relay::new(
+            pool.clone(),
+            keel_db::connection_config(&settings.database, SCHEMA, SERVICE)?,
+            SCHEMA,
+            Publisher::new(broker.clone()),
+            settings.outbox.clone(),
+            RelayMetrics::register(&mut registry),
+        );
+
+        let readiness = Readiness::new(settings.http.readiness_timeout)
+            .with(checks::Postgres(pool))
+            .with(checks::RedisCheck(redis))
+            .with(checks::RabbitMq(broker.clone()));
+        let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
+        Ok(Self {
+            server,
+            operational: Operational::new(readiness, registry),
+            settings,
+            broker,
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Serves until `shutdown` is cancelled: HTTP stops accepting and drains
+    /// in-flight requests, the relay finishes its batch, then the broker
+    /// connection closes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let routes: Routes = Arc::new(|_cfg| {});
+        let served = keel_http::serve(
+            self.server,
+            &self.settings.http,
+            self.operational,
+            routes,
+            shutdown.clone(),
+        )
+        .await;
+        // The server can also end on its own (a fatal I/O error): stop the
+        // rest with it rather than leave a half-alive process.
+        shutdown.cancel();
+        if let Err(e) = relay.await {
+            tracing::error!(error = %e, "outbox relay task panicked");
+        }
+        self.broker.close().await;
+        tracing::info!("auth stopped");
+        served.map_err(StartupError::Serve)
+    }
+}
