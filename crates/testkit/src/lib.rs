@@ -5,6 +5,8 @@
 //! - [`env`]: where the test servers are (`KEEL_TEST_*` variables).
 //! - [`database`]: a fresh database per test, cloned from a migrated template.
 //! - [`broker`]: a unique AMQP namespace per test, deleted afterwards.
+//! - [`process`]: a service binary run as a separate process, stopped by
+//!   SIGTERM.
 //! - [`proxy`]: a TCP proxy that can cut and restore a connection to a real
 //!   server, to simulate an outage without disturbing parallel tests.
 //! - [`redis`]: a unique Redis key prefix per test.
@@ -19,5 +21,6 @@
 pub mod broker;
 pub mod database;
 pub mod env;
+pub mod process;
 pub mod proxy;
 pub mod redis;

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
-use worker::startup::Worker;
 use clap::Parser;
 use keel_runtime::CommonCommand;
+use worker::startup::Worker;
 
 /// Keel's background worker: drains job queues.
 #[derive(Debug, Parser)]

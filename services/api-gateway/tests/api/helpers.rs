@@ -130,7 +130,9 @@ fn upstream(url: &str) -> SocketAddr {
     let parsed = url::Url::parse(url).expect("dependency URL parses");
     let host = parsed.host_str().expect("URL has a host");
     let port = parsed.port().expect("URL has an explicit port");
-    format!("{host}:{port}").parse().expect("host is an IP address")
+    format!("{host}:{port}")
+        .parse()
+        .expect("host is an IP address")
 }
 
 async fn proxy_for(url: &str) -> TcpProxy {
@@ -139,9 +141,9 @@ async fn proxy_for(url: &str) -> TcpProxy {
 
 fn redirect(url: &str, to: SocketAddr) -> SecretString {
     let mut parsed = url::Url::parse(url).expect("dependency URL parses");
+    parsed.set_ip_host(to.ip()).expect("URL accepts an IP host");
     parsed
-        .set_ip_host(to.ip())
-        .expect("URL accepts an IP host");
-    parsed.set_port(Some(to.port())).expect("URL accepts a port");
+        .set_port(Some(to.port()))
+        .expect("URL accepts a port");
     SecretString::from(parsed.to_string())
 }
