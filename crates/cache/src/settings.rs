@@ -24,8 +24,10 @@ impl Validate for RedisSettings {
             return Err(Invalid::new("url", "is not a valid Redis URL").within("redis"));
         }
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
-            return Err(Invalid::new("response_timeout", "timeouts must be greater than zero")
-                .within("redis"));
+            return Err(
+                Invalid::new("response_timeout", "timeouts must be greater than zero")
+                    .within("redis"),
+            );
         }
         Ok(())
     }

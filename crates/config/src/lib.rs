@@ -32,7 +32,9 @@ pub enum Error {
     /// from `config` names the key.
     #[error("configuration error: {0}")]
     Load(#[from] config::ConfigError),
-    #[error("configuration error: {CONFIG_FILE_VAR} points to {path}, which cannot be read: {source}")]
+    #[error(
+        "configuration error: {CONFIG_FILE_VAR} points to {path}, which cannot be read: {source}"
+    )]
     File {
         path: PathBuf,
         source: std::io::Error,
@@ -100,8 +102,7 @@ pub fn load_from<T: DeserializeOwned + Validate>(
     file: Option<&Path>,
     env: HashMap<String, String>,
 ) -> Result<T, Error> {
-    let mut builder =
-        Config::builder().add_source(File::from_str(defaults_toml, FileFormat::Toml));
+    let mut builder = Config::builder().add_source(File::from_str(defaults_toml, FileFormat::Toml));
     if let Some(path) = file {
         // An explicitly named file that is missing is an operator error, not
         // something to skip silently.

@@ -29,13 +29,19 @@ pub struct MigrationSet {
 pub async fn migrate(pool: &Pool, schema: &str, sets: &[&MigrationSet]) -> Result<()> {
     let mut client = pool.get().await?;
     client
-        .execute("SELECT pg_advisory_lock(hashtext('keel.migrate.' || $1))", &[&schema])
+        .execute(
+            "SELECT pg_advisory_lock(hashtext('keel.migrate.' || $1))",
+            &[&schema],
+        )
         .await?;
     let outcome = apply(&mut client, schema, sets).await;
     // Unlock even when a migration failed; the connection may also be
     // dropped by the pool, which releases the lock anyway.
     let unlock = client
-        .execute("SELECT pg_advisory_unlock(hashtext('keel.migrate.' || $1))", &[&schema])
+        .execute(
+            "SELECT pg_advisory_unlock(hashtext('keel.migrate.' || $1))",
+            &[&schema],
+        )
         .await;
     outcome?;
     unlock?;

@@ -35,7 +35,7 @@ impl Validate for DatabaseSettings {
         }
         if !(1..=1000).contains(&self.max_connections) {
             return Err(
-                Invalid::new("max_connections", "must be between 1 and 1000").within("database")
+                Invalid::new("max_connections", "must be between 1 and 1000").within("database"),
             );
         }
         for (key, value) in [

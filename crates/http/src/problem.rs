@@ -144,8 +144,12 @@ mod tests {
 
     #[test]
     fn a_problem_serialises_with_the_documented_fields() {
-        let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid input")
-            .with_errors(vec![FieldError::new("email", "is not an email address")]);
+        let problem = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid input",
+        )
+        .with_errors(vec![FieldError::new("email", "is not an email address")]);
         let json = serde_json::to_value(&problem).unwrap();
         assert_eq!(
             json,

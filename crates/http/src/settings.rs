@@ -33,10 +33,14 @@ impl Validate for HttpSettings {
             return Err(Invalid::new("host", "must be an IP address or localhost").within("http"));
         }
         if !(1..=512 * 1024 * 1024).contains(&self.body_limit) {
-            return Err(Invalid::new("body_limit", "must be between 1 byte and 512 MiB").within("http"));
+            return Err(
+                Invalid::new("body_limit", "must be between 1 byte and 512 MiB").within("http"),
+            );
         }
         if self.readiness_timeout.is_zero() {
-            return Err(Invalid::new("readiness_timeout", "must be greater than zero").within("http"));
+            return Err(
+                Invalid::new("readiness_timeout", "must be greater than zero").within("http"),
+            );
         }
         Ok(())
     }

@@ -11,10 +11,7 @@ pub enum Error {
     #[error("{0} is not an http:// URL with a host")]
     BadUrl(String),
     #[error("cannot reach {url}: {source}")]
-    Io {
-        url: String,
-        source: std::io::Error,
-    },
+    Io { url: String, source: std::io::Error },
     #[error("{url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("{url} answered {status_line:?}")]
@@ -41,9 +38,10 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<(), Error> {
         source,
     };
     let exchange = async {
-        let mut stream = TcpStream::connect((host.as_str(), port)).await.map_err(io)?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let mut stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(io)?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.map_err(io)?;
         let mut head = vec![0u8; 64];
         let n = stream.read(&mut head).await.map_err(io)?;

@@ -178,7 +178,10 @@ mod tests {
     #[test]
     fn the_collector_base_url_gets_the_traces_path() {
         assert_eq!(traces_url("http://otel:4318"), "http://otel:4318/v1/traces");
-        assert_eq!(traces_url("http://otel:4318/"), "http://otel:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://otel:4318/"),
+            "http://otel:4318/v1/traces"
+        );
         assert_eq!(
             traces_url("http://otel:4318/v1/traces"),
             "http://otel:4318/v1/traces"
