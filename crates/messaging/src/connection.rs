@@ -149,12 +149,18 @@ impl Broker {
         // Bounded: a broker that stopped answering must not hold up the
         // process's exit; dropping the socket has the same effect for it.
         let timeout = self.inner.settings.connect_timeout;
-        match tokio::time::timeout(timeout, connection.close(200, ShortString::from("shutdown")))
-            .await
+        match tokio::time::timeout(
+            timeout,
+            connection.close(200, ShortString::from("shutdown")),
+        )
+        .await
         {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::debug!(error = %error, "closing the AMQP connection failed"),
-            Err(_) => tracing::warn!(?timeout, "the broker did not confirm the connection close in time"),
+            Err(_) => tracing::warn!(
+                ?timeout,
+                "the broker did not confirm the connection close in time"
+            ),
         }
     }
 

@@ -2,10 +2,11 @@
 //! prefetch, bounded concurrency, ack-after-success, retries through delay
 //! queues, dead-lettering, reconnection and graceful shutdown.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -431,7 +432,13 @@ impl<H: Handler> Shared<H> {
                 );
                 set_parent_from_headers(&span, &message.headers);
                 async {
-                    let result = self.handler.handle(&message).await;
+                    // A panicking handler must not leave its delivery
+                    // unacked for the life of the channel: treat it as a
+                    // transient failure (retried, then dead-lettered).
+                    let result = AssertUnwindSafe(self.handler.handle(&message))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
                     self.metrics
                         .observe_duration(queue, started.elapsed().as_secs_f64());
                     match result {

@@ -467,6 +467,36 @@ async fn a_message_without_an_id_is_dead_lettered_as_undecodable_without_calling
 }
 
 #[tokio::test]
+async fn a_handler_that_panics_is_retried_like_a_transient_failure() {
+    let test = TestBroker::with_retry(short_retry()).await;
+    let queue = test.topology().job_queue(JobQueue::Webhook);
+    let mut running = spawn_consumer(
+        test.broker("consumer"),
+        queue.clone(),
+        |attempt| match attempt {
+            1 => panic!("bug in the handler"),
+            _ => Ok(()),
+        },
+        Duration::ZERO,
+        10,
+        4,
+    );
+    let envelope = job();
+    Publisher::new(test.broker("producer"))
+        .publish_job(&envelope)
+        .await
+        .unwrap();
+
+    assert_eq!(next_seen(&mut running).await, (envelope.id, 1, false));
+    assert_eq!(next_seen(&mut running).await, (envelope.id, 2, false));
+    let metrics = running.metrics.clone();
+    running.stop().await;
+    assert_eq!(metrics.handled(&queue.name, Outcome::Retried), 1);
+    assert_eq!(metrics.handled(&queue.name, Outcome::Ok), 1);
+    test.cleanup().await;
+}
+
+#[tokio::test]
 async fn shutdown_finishes_the_message_in_hand_and_leaves_the_rest_in_the_queue() {
     let test = TestBroker::new().await;
     let channel = test.channel().await;

@@ -139,7 +139,16 @@ async fn cleanup(namespace: &str, topology: Topology) {
         // A failed delete closes the channel, so each gets its own.
         if let Ok(channel) = connection.create_channel().await {
             let _ = channel
-                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+                .queue_delete(
+                    ShortString::from(queue),
+                    // Delete even with consumers or messages left: the
+                    // test is over.
+                    QueueDeleteOptions {
+                        if_unused: false,
+                        if_empty: false,
+                        nowait: false,
+                    },
+                )
                 .await;
         }
     }
