@@ -71,6 +71,18 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<(), Error> {
     }
 }
 
+/// [`probe`] for the `healthcheck` subcommand: prints the failure on
+/// stderr and turns the outcome into an exit code.
+pub async fn report(url: &str, timeout: Duration) -> std::process::ExitCode {
+    match probe(url, timeout).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,17 +119,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
-    }
-}
-
-/// [`probe`] for the `healthcheck` subcommand: prints the failure on
-/// stderr and turns the outcome into an exit code.
-pub async fn report(url: &str, timeout: Duration) -> std::process::ExitCode {
-    match probe(url, timeout).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("unhealthy: {e}");
-            std::process::ExitCode::FAILURE
-        }
     }
 }
