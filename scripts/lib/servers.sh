@@ -167,13 +167,16 @@ wait_http_ok() {
 # PostgreSQL and RabbitMQ run as their own users, which must be able to walk
 # down to their folders. A checkout under /root (mode 700) is not walkable.
 check_reachable_by() {
-    local user=$1 dir=$2 p
-    p="$(readlink -f "$dir")"
-    while [[ "$p" != / ]]; do
+    local user=$1 dir=$2 p="" part
+    local -a parts
+    # Walk from / downwards so the message names the first folder that blocks.
+    IFS=/ read -r -a parts <<<"$(readlink -f "$dir")"
+    for part in "${parts[@]}"; do
+        [[ -n "$part" ]] || continue
+        p="$p/$part"
         if ! runuser -u "$user" -- test -x "$p" 2>/dev/null; then
-            die "user '$user' cannot enter $p (needed to reach $dir). Put the data folder elsewhere (e.g. KEEL_DATA_DIR=/var/tmp/keel) or 'chmod o+x $p'."
+            die "user '$user' cannot enter $p (needed to reach $dir). Put the data folder elsewhere (e.g. KEEL_DATA_DIR=/var/tmp/keel scripts/up) or allow traversal with 'chmod o+x $p'."
         fi
-        p="$(dirname "$p")"
     done
 }
 
