@@ -27,6 +27,8 @@ pub enum Error {
     InvalidUrl(#[source] redis::RedisError),
     #[error("redis is unavailable: {0}")]
     Unavailable(#[source] redis::RedisError),
+    #[error("connecting to redis was abandoned: {0}")]
+    Abandoned(#[source] tokio::task::JoinError),
     #[error("redis command failed: {0}")]
     Command(#[from] redis::RedisError),
 }
@@ -37,6 +39,7 @@ pub struct Redis {
     config: ConnectionManagerConfig,
     prefix: Arc<str>,
     manager: Arc<Mutex<Option<ConnectionManager>>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Redis {
@@ -48,7 +51,8 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// Validates the URL; connects on first use.
+    /// Validates the URL; connects on first use. Call inside the process's
+    /// main Tokio runtime, which will own the connection.
     pub fn new(settings: &RedisSettings) -> Result<Self> {
         let client =
             redis::Client::open(settings.url.expose_secret()).map_err(Error::InvalidUrl)?;
@@ -64,6 +68,7 @@ impl Redis {
             config,
             prefix: Arc::from(settings.key_prefix.as_str()),
             manager: Arc::new(Mutex::new(None)),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -73,8 +78,16 @@ impl Redis {
         if let Some(manager) = slot.as_ref() {
             return Ok(manager.clone());
         }
-        let manager = ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
+        // The manager's driver task lives on the runtime that creates it.
+        // Callers may be on a short-lived runtime (an actix worker); create
+        // it on the runtime that built this handle, which lives as long as
+        // the process.
+        let (client, config) = (self.client.clone(), self.config.clone());
+        let manager = self
+            .runtime
+            .spawn(async move { ConnectionManager::new_with_config(client, config).await })
             .await
+            .map_err(Error::Abandoned)?
             .map_err(Error::Unavailable)?;
         *slot = Some(manager.clone());
         Ok(manager)

@@ -29,6 +29,7 @@ struct Inner {
     topology: Topology,
     connection_name: String,
     connection: Mutex<Option<Connection>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Broker {
@@ -44,7 +45,8 @@ impl Broker {
     /// A handle that connects lazily: nothing is attempted until the first
     /// [`channel`](Self::channel), so a service starts (and reports not
     /// ready) while the broker is down. `connection_name` shows in the
-    /// management UI (use the service name).
+    /// management UI (use the service name). Must be called inside the
+    /// process's main Tokio runtime, which will own the connection.
     pub fn new(settings: AmqpSettings, connection_name: impl Into<String>) -> Self {
         let topology = Topology::new(settings.namespace.clone(), &settings.retry);
         Self {
@@ -53,6 +55,7 @@ impl Broker {
                 topology,
                 connection_name: connection_name.into(),
                 connection: Mutex::new(None),
+                runtime: tokio::runtime::Handle::current(),
             }),
         }
     }
@@ -168,12 +171,24 @@ impl Broker {
         let settings = &self.inner.settings;
         let properties = ConnectionProperties::default()
             .with_connection_name(self.inner.connection_name.clone().into());
-        let connection = tokio::time::timeout(
-            settings.connect_timeout,
-            Connection::connect(settings.url.expose_secret(), properties),
-        )
-        .await
-        .map_err(|_| Error::ConnectTimeout(settings.connect_timeout))??;
+        // lapin runs the connection's I/O loop on the runtime that connects.
+        // Callers may sit on a short-lived runtime (an actix worker thread
+        // answering /readyz); connecting from the runtime that created the
+        // Broker keeps the I/O loop alive as long as the process.
+        let url = settings.url.expose_secret().to_owned();
+        let mut connecting = self
+            .inner
+            .runtime
+            .spawn(async move { Connection::connect(&url, properties).await });
+        let connection = match tokio::time::timeout(settings.connect_timeout, &mut connecting).await
+        {
+            Ok(joined) => joined??,
+            Err(_) => {
+                // Do not let a late success leak a connection nobody holds.
+                connecting.abort();
+                return Err(Error::ConnectTimeout(settings.connect_timeout));
+            }
+        };
         let channel = connection.create_channel().await?;
         self.inner.topology.declare(&channel).await?;
         channel

@@ -17,6 +17,11 @@ pub enum Error {
     #[error("connecting to the broker timed out after {0:?}")]
     ConnectTimeout(Duration),
 
+    /// The task connecting on the owning runtime ended without an answer
+    /// (the runtime is shutting down).
+    #[error("the connection attempt was abandoned: {0}")]
+    ConnectAbandoned(#[from] tokio::task::JoinError),
+
     /// The broker refused the message (`basic.nack`).
     #[error("the broker refused the message published to exchange {exchange:?}")]
     Nacked { exchange: String },

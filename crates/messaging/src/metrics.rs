@@ -61,17 +61,17 @@ impl ConsumerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(
-            "keel_messages_handled",
+            "messages_handled",
             "Messages taken from a queue, by queue and outcome",
             metrics.handled.clone(),
         );
         registry.register(
-            "keel_message_handler_duration_seconds",
+            "message_handler_duration_seconds",
             "Time spent in message handlers",
             metrics.duration.clone(),
         );
         registry.register(
-            "keel_messages_in_flight",
+            "messages_in_flight",
             "Messages being handled right now",
             metrics.in_flight.clone(),
         );

@@ -17,17 +17,17 @@ impl RelayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(
-            "keel_outbox_published",
+            "outbox_published",
             "Outbox rows published and confirmed by the broker",
             metrics.published.clone(),
         );
         registry.register(
-            "keel_outbox_publish_failures",
+            "outbox_publish_failures",
             "Outbox rows whose publish failed (they are retried)",
             metrics.failures.clone(),
         );
         registry.register(
-            "keel_outbox_backlog",
+            "outbox_backlog",
             "Outbox rows not yet published",
             metrics.backlog.clone(),
         );

@@ -37,7 +37,9 @@ impl TestDatabase {
         let mut attempts = 0;
         loop {
             match admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+                ))
                 .await
             {
                 Ok(()) => break,
