@@ -40,6 +40,14 @@ pub struct RelayOptions {
     /// Look for rows this often even without a notification.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Published rows (and inbox claims) older than this are deleted; they
+    /// only matter to operators looking back and to redelivery detection,
+    /// which RabbitMQ bounds far below this.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often pruning runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 impl Default for RelayOptions {
@@ -47,6 +55,8 @@ impl Default for RelayOptions {
         Self {
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_interval: Duration::from_secs(600),
         }
     }
 }
@@ -106,6 +116,7 @@ impl Relay {
             listener_stop.clone(),
         ));
         let mut failures = 0u32;
+        let mut last_prune: Option<tokio::time::Instant> = None;
         'run: loop {
             // Drain: full batches mean more rows are waiting.
             loop {
@@ -134,6 +145,14 @@ impl Relay {
                 Ok(rows) => self.metrics.set_backlog(rows),
                 Err(error) => tracing::warn!(error = %error, "cannot measure the outbox backlog"),
             }
+            if last_prune.is_none_or(|at| at.elapsed() >= self.options.prune_interval) {
+                last_prune = Some(tokio::time::Instant::now());
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(rows) => tracing::info!(rows, "pruned old outbox and inbox rows"),
+                    Err(error) => tracing::warn!(error = %error, "outbox pruning failed"),
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = wake.notified() => {}
@@ -160,6 +179,34 @@ impl Relay {
     #[doc(hidden)]
     pub async fn publish_pending_then_roll_back(&self) -> Result<usize> {
         Ok(self.publish_batch(false).await?.published)
+    }
+
+    /// Deletes published outbox rows and inbox claims older than
+    /// `retention`, in bounded batches so no statement holds locks for long.
+    /// Unpublished rows are never touched, however old. Returns the number
+    /// of rows deleted. Several relays pruning at once is harmless.
+    pub async fn prune(&self) -> Result<u64> {
+        const BATCH: i64 = 10_000;
+        let retention_secs = i64::try_from(self.options.retention.as_secs()).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let mut total = 0;
+        for statement in [
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+             WHERE published_at < now() - make_interval(secs => $1::bigint) LIMIT $2)",
+            "DELETE FROM inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id \
+             FROM inbox WHERE processed_at < now() - make_interval(secs => $1::bigint) LIMIT $2)",
+        ] {
+            loop {
+                let deleted = client
+                    .execute(statement, &[&retention_secs, &BATCH])
+                    .await?;
+                total += deleted;
+                if deleted < BATCH.unsigned_abs() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Rows not yet published.

@@ -6,10 +6,11 @@ use keel_db::{Migration, MigrationSet};
 /// next to the service's own set.
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: "outbox",
-    migrations: &[Migration {
-        version: 1,
-        name: "outbox_and_inbox",
-        sql: r#"
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "outbox_and_inbox",
+            sql: r#"
 -- Messages waiting to be published, written in the same transaction as the
 -- state change they announce.
 CREATE TABLE outbox (
@@ -43,5 +44,18 @@ CREATE TABLE inbox (
     PRIMARY KEY (consumer, message_id)
 );
 "#,
-    }],
+        },
+        Migration {
+            version: 2,
+            name: "outbox_retention",
+            sql: r#"
+-- The relay prunes published rows past the retention period; this keeps
+-- that from scanning the table.
+CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;
+
+-- Inbox claims are only needed while a redelivery is possible.
+CREATE INDEX inbox_processed ON inbox (processed_at);
+"#,
+        },
+    ],
 };

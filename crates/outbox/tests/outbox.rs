@@ -180,6 +180,7 @@ async fn writes_commit_while_the_broker_is_unreachable_and_every_row_goes_out_on
         RelayOptions {
             batch_size: 10,
             poll_interval: Duration::from_millis(200),
+            ..RelayOptions::default()
         },
     );
     let shutdown = CancellationToken::new();
@@ -228,6 +229,7 @@ async fn two_relays_over_a_thousand_rows_publish_no_row_twice() {
     let options = RelayOptions {
         batch_size: 50,
         poll_interval: Duration::from_millis(200),
+        ..RelayOptions::default()
     };
     let shutdown = CancellationToken::new();
     let (first_metrics, second_metrics) = (RelayMetrics::default(), RelayMetrics::default());
@@ -368,6 +370,7 @@ async fn a_committed_event_wakes_the_relay_without_waiting_for_the_poll() {
         RelayOptions {
             batch_size: 100,
             poll_interval: Duration::from_secs(3600),
+            ..RelayOptions::default()
         },
     );
     let shutdown = CancellationToken::new();
@@ -436,4 +439,48 @@ async fn the_inbox_claims_a_message_only_the_first_time_each_consumer_sees_it() 
     assert!(inbox::claim(&client, "analytics", id).await.unwrap());
     assert!(!inbox::claim(&client, "analytics", id).await.unwrap());
     assert!(inbox::claim(&client, "worker", id).await.unwrap());
+}
+
+#[tokio::test]
+async fn pruning_removes_old_published_rows_and_claims_but_never_an_unpublished_row() {
+    let db = database().await;
+    let ids = enqueue_jobs(db.pool(), 3).await;
+    let client = db.pool().get().await.unwrap();
+    // Two rows published eight days ago, one never published (and as old).
+    client
+        .execute(
+            "UPDATE outbox SET created_at = now() - interval '9 days', \
+             published_at = CASE WHEN id = $1 THEN NULL ELSE now() - interval '8 days' END",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+    let old_claim = Uuid::new_v4();
+    let fresh_claim = Uuid::new_v4();
+    assert!(inbox::claim(&client, "c", old_claim).await.unwrap());
+    assert!(inbox::claim(&client, "c", fresh_claim).await.unwrap());
+    client
+        .execute(
+            "UPDATE inbox SET processed_at = now() - interval '8 days' WHERE message_id = $1",
+            &[&old_claim],
+        )
+        .await
+        .unwrap();
+
+    let test = TestBroker::new().await;
+    let relay = relay(&db, test.settings(), RelayOptions::default());
+    assert_eq!(relay.prune().await.unwrap(), 3);
+
+    let left: Vec<Uuid> = client
+        .query("SELECT id FROM outbox", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![ids[0]], "only the unpublished row remains");
+    // The fresh claim still guards against a redelivery.
+    assert!(!inbox::claim(&client, "c", fresh_claim).await.unwrap());
+    assert!(inbox::claim(&client, "c", old_claim).await.unwrap());
+    test.cleanup().await;
 }
