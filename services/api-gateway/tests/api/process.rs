@@ -93,10 +93,13 @@ async fn spans_are_exported_to_the_configured_otlp_endpoint() {
     broker.cleanup().await;
 }
 
+/// `(path, body)` of every request a [`FakeCollector`] received.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Records every POST it receives and answers 200, like an OTLP/HTTP collector.
 struct FakeCollector {
     addr: std::net::SocketAddr,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    received: Received,
 }
 
 impl FakeCollector {
@@ -105,7 +108,7 @@ impl FakeCollector {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let received = Received::default();
         let sink = received.clone();
         tokio::spawn(async move {
             loop {
