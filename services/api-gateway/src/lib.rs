@@ -1,6 +1,8 @@
 //! The API gateway: Keel's public HTTP edge.
 //!
 //! # Layout
+//! - [`identity`]: [`identity::Caller`], the authenticated caller handlers
+//!   extract (set by the authentication middleware).
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
 //! - [`startup`]: [`startup::Application`] wires pools, the broker, the
 //!   outbox relay and the HTTP server; [`startup::build_app`] is the one app
@@ -9,6 +11,7 @@
 //! `main.rs` only parses the command line and calls into here, so tests
 //! start the real application in-process on port 0.
 
+pub mod identity;
 pub mod settings;
 pub mod startup;
 
