@@ -16,6 +16,7 @@
 //!   cancelled, draining in-flight requests.
 
 pub mod health;
+pub mod json;
 pub mod observe;
 pub mod problem;
 pub mod request_id;
