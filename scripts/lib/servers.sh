@@ -36,7 +36,7 @@
 #   start_rabbitmq FOLDER NODE AMQP_PORT DIST_PORT MGMT_PORT PROM_PORT   (returns at once)
 #   wait_rabbitmq FOLDER NODE AMQP_PORT MGMT_PORT TIMEOUT_S
 #   stop_rabbitmq FOLDER NODE
-#   rabbitmq_running FOLDER NODE
+#   rabbitmq_running FOLDER
 #   start_servers FOLDER PG_PORT REDIS_PORT NODE AMQP_PORT DIST_PORT MGMT_PORT PROM_PORT
 #   stop_servers FOLDER REDIS_PORT NODE
 # Set KEEL_SKIP_POSTGRES / KEEL_SKIP_REDIS / KEEL_SKIP_RABBITMQ=1 to make
