@@ -1,3 +1,6 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
 use keel_cache::RedisSettings;
 use keel_config::{Environment, Invalid, Validate};
 use keel_db::DatabaseSettings;
@@ -5,6 +8,7 @@ use keel_http::HttpSettings;
 use keel_messaging::AmqpSettings;
 use keel_outbox::RelayOptions;
 use keel_telemetry::TelemetrySettings;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
@@ -19,6 +23,56 @@ pub struct Settings {
     #[serde(default)]
     pub outbox: RelayOptions,
     pub telemetry: TelemetrySettings,
+    pub tokens: TokenSettings,
+    pub passwords: PasswordSettings,
+    pub sessions: SessionSettings,
+    pub throttle: ThrottleSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub algorithm: String,
+    pub signing_key: Option<SecretString>,
+    pub signing_key_file: Option<PathBuf>,
+    pub signing_kid: Option<String>,
+    pub retired_key: Option<SecretString>,
+    #[serde(default)]
+    pub retired_key_files: Vec<PathBuf>,
+    pub dev_key_dir: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub max_concurrent_hashes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionSettings {
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ThrottleSettings {
+    pub max_failures_per_email: u32,
+    pub max_failures_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
 
 impl Settings {
@@ -35,6 +89,99 @@ impl Validate for Settings {
         self.redis.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
         self.telemetry.validate()?;
+        self.tokens.validate(self.environment)?;
+        self.passwords.validate()?;
+        self.sessions.validate()?;
+        self.throttle.validate()
+    }
+}
+
+impl TokenSettings {
+    fn validate(&self, environment: Environment) -> Result<(), Invalid> {
+        let invalid = |key: &str, reason: &str| Err(Invalid::new(key, reason).within("tokens"));
+        if self.issuer.trim().is_empty() {
+            return invalid("issuer", "must not be empty");
+        }
+        if self.audience.trim().is_empty() {
+            return invalid("audience", "must not be empty");
+        }
+        if self.access_ttl < Duration::from_secs(30) || self.access_ttl > Duration::from_secs(3600)
+        {
+            return invalid("access_ttl", "must be between 30s and 1h");
+        }
+        if keel_token::KeyAlgorithm::parse(&self.algorithm).is_err() {
+            return invalid("algorithm", "must be RS256 or EdDSA");
+        }
+        if self.signing_key.is_some() && self.signing_key_file.is_some() {
+            return invalid(
+                "signing_key",
+                "set signing_key or signing_key_file, not both",
+            );
+        }
+        if environment == Environment::Production
+            && self.signing_key.is_none()
+            && self.signing_key_file.is_none()
+        {
+            return invalid(
+                "signing_key",
+                "production needs a configured signing key (signing_key or signing_key_file)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl PasswordSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None).is_err() {
+            return Err(
+                Invalid::new("memory_kib", "argon2 rejects these parameters").within("passwords"),
+            );
+        }
+        if self.memory_kib < 7168 || self.iterations < 1 {
+            return Err(
+                Invalid::new("memory_kib", "is below OWASP's minimum (7 MiB)").within("passwords"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Permits for concurrent hashes (0 in configuration = one per core).
+    pub fn permits(&self) -> usize {
+        if self.max_concurrent_hashes > 0 {
+            self.max_concurrent_hashes
+        } else {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        }
+    }
+}
+
+impl SessionSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.refresh_ttl < Duration::from_secs(1) {
+            return Err(Invalid::new("refresh_ttl", "must be at least 1s").within("sessions"));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(Invalid::new("idle_timeout", "must be at least 1s").within("sessions"));
+        }
+        if self.grace_period > Duration::from_secs(60) {
+            return Err(Invalid::new("grace_period", "must be at most 60s").within("sessions"));
+        }
+        Ok(())
+    }
+}
+
+impl ThrottleSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.max_failures_per_email == 0 || self.max_failures_per_ip == 0 {
+            return Err(
+                Invalid::new("max_failures_per_email", "limits must be at least 1")
+                    .within("throttle"),
+            );
+        }
+        if self.window < Duration::from_secs(1) {
+            return Err(Invalid::new("window", "must be at least 1s").within("throttle"));
+        }
         Ok(())
     }
 }

@@ -12,7 +12,12 @@ use keel_runtime::{Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
+use crate::passwords::Hasher;
+use crate::sessions::Sessions;
 use crate::settings::{DEFAULTS, Settings};
+use crate::state::AppState;
+use crate::throttle::Throttle;
+use crate::users::Users;
 use crate::{SCHEMA, SERVICE};
 
 /// How long start-up waits for PostgreSQL before giving up.
@@ -28,11 +33,17 @@ pub enum StartupError {
     Bind(#[source] std::io::Error),
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("cannot prepare password hashing: {0}")]
+    Hasher(#[from] crate::passwords::HashError),
+    #[error("cannot bootstrap the admin account: {0}")]
+    Bootstrap(String),
 }
 
 /// Every migration set applied to the auth's schema, in order.
-pub fn migrations() -> [&'static MigrationSet; 1] {
-    [&keel_outbox::MIGRATIONS]
+pub fn migrations() -> [&'static MigrationSet; 2] {
+    [&keel_outbox::MIGRATIONS, &crate::schema::MIGRATIONS]
 }
 
 /// The auth service as a [`Service`] for `keel_runtime::run`.
@@ -73,6 +84,7 @@ pub struct Application {
     operational: Operational,
     broker: Broker,
     relay: Relay,
+    state: AppState,
 }
 
 impl std::fmt::Debug for Application {
@@ -94,6 +106,8 @@ impl Application {
         let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
         keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
         let redis = Redis::new(&settings.redis)?;
+        let state = build_state(&settings, pool.clone(), redis.clone())?;
+        bootstrap_admin(&state).await?;
         let broker = Broker::new(settings.amqp.clone(), SERVICE);
         let relay = Relay::new(
             pool.clone(),
@@ -115,6 +129,7 @@ impl Application {
             settings,
             broker,
             relay,
+            state,
         })
     }
 
@@ -127,7 +142,11 @@ impl Application {
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let routes: Routes = Arc::new(|_cfg| {});
+        let data = actix_web::web::Data::new(self.state);
+        let routes: Routes = Arc::new(move |cfg| {
+            cfg.app_data(data.clone());
+            crate::routes::config(cfg);
+        });
         let served = keel_http::serve(
             self.server,
             &self.settings.http,
@@ -146,4 +165,57 @@ impl Application {
         tracing::info!("auth stopped");
         served.map_err(StartupError::Serve)
     }
+}
+
+/// Everything the handlers share, from settings and the two clients.
+pub fn build_state(
+    settings: &Settings,
+    pool: keel_db::Pool,
+    redis: Redis,
+) -> Result<AppState, StartupError> {
+    let signer = crate::keys::load(&settings.tokens, settings.environment)?;
+    let verifier = signer.verifier(
+        &settings.tokens.issuer,
+        &settings.tokens.audience,
+        settings.tokens.leeway,
+    );
+    Ok(AppState {
+        users: Users::new(pool),
+        hasher: Hasher::new(&settings.passwords)?,
+        sessions: Sessions::new(redis.clone(), settings.sessions.clone()),
+        throttle: Throttle::new(redis, settings.throttle.clone()),
+        signer: Arc::new(signer),
+        verifier: Arc::new(verifier),
+        tokens: settings.tokens.clone(),
+    })
+}
+
+/// Creates the admin named by `KEEL_BOOTSTRAP_ADMIN_EMAIL` and
+/// `KEEL_BOOTSTRAP_ADMIN_PASSWORD` when both are set (idempotent).
+async fn bootstrap_admin(state: &AppState) -> Result<(), StartupError> {
+    let (Ok(email), Ok(password)) = (
+        std::env::var("KEEL_BOOTSTRAP_ADMIN_EMAIL"),
+        std::env::var("KEEL_BOOTSTRAP_ADMIN_PASSWORD"),
+    ) else {
+        return Ok(());
+    };
+    let outcome = crate::admin::ensure_admin(&state.users, &state.hasher, &email, &password)
+        .await
+        .map_err(|e| StartupError::Bootstrap(format!("{e:?}")))?;
+    tracing::info!(?outcome, "bootstrap admin ensured");
+    Ok(())
+}
+
+/// The `create-admin` subcommand: migrate, then ensure the admin exists.
+pub async fn create_admin(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+) -> Result<crate::admin::Outcome, StartupError> {
+    let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
+    keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+    let hasher = Hasher::new(&settings.passwords)?;
+    crate::admin::ensure_admin(&Users::new(pool), &hasher, email, password)
+        .await
+        .map_err(|e| StartupError::Bootstrap(format!("{e:?}")))
 }
