@@ -7,6 +7,8 @@
 //!   request id.
 //! - [`request_id`]: accepts a sane `X-Request-Id` or makes one, echoes it on
 //!   every response and exposes it to error rendering.
+//! - [`conventions`]: security headers on every response, and actix's own
+//!   bare 405/413 answers rewritten as problems.
 //! - [`observe`]: one span per request (continuing the caller's
 //!   `traceparent`) and request count/duration metrics by route pattern.
 //! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
@@ -15,6 +17,7 @@
 //!   binds first (port 0 in tests) and runs until a shutdown token is
 //!   cancelled, draining in-flight requests.
 
+pub mod conventions;
 pub mod health;
 pub mod json;
 pub mod observe;

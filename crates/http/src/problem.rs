@@ -83,6 +83,16 @@ impl Problem {
         )
     }
 
+    /// A request body over the configured limit.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload Too Large",
+        )
+        .with_detail("The request body is larger than this server accepts.")
+    }
+
     /// An unexpected failure: the cause is logged by the caller, the client
     /// only learns that it happened and which request it was.
     pub fn internal() -> Self {

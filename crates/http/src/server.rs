@@ -14,7 +14,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
-use crate::{HttpSettings, Operational, observe, problem, request_id};
+use crate::{HttpSettings, Operational, conventions, observe, problem, request_id};
 
 #[derive(Debug)]
 pub struct Server {
@@ -46,8 +46,8 @@ impl Server {
 pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// The app factory every service uses: operational endpoints, the
-/// service's routes, body limits, problem+json 404s, and request-id and
-/// observability middleware. Tests get exactly what production runs.
+/// service's routes, body limits, problem+json 404/405/413s, security
+/// headers, and request-id and observability middleware. Tests get exactly what production runs.
 pub fn app(
     operational: Operational,
     body_limit: usize,
@@ -68,7 +68,9 @@ pub fn app(
         .app_data(web::JsonConfig::default().limit(body_limit))
         .default_service(web::to(problem::not_found))
         // Registered last = runs first: the request id exists before the
-        // span and metrics middleware reads it.
+        // span and metrics middleware reads it, and before conventions
+        // renders problems that carry it.
+        .wrap(from_fn(conventions::middleware))
         .wrap(from_fn(observe::middleware))
         .wrap(from_fn(request_id::middleware))
 }
