@@ -1,0 +1,139 @@
+//! `Idempotency-Key` records: the first response to a keyed request is
+//! stored with the key (scoped to the user) and replayed to retries.
+//!
+//! Concurrency: [`claim`] inserts the key row inside the caller's
+//! transaction, *before* the work it protects. A second request with the
+//! same key blocks on the primary key until the first transaction ends:
+//! after a commit it sees the stored response and replays it; after a
+//! rollback its own insert goes through and it does the work itself. So two
+//! concurrent requests create exactly one order, and neither is told to
+//! come back later.
+
+use chrono::{DateTime, Utc};
+use keel_db::GenericClient;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// SHA-256 over method, path and body bytes, with separators so the parts
+/// cannot run into each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub fn of(method: &str, path: &str, body: &[u8]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(method.as_bytes());
+        hash.update(b"\n");
+        hash.update(path.as_bytes());
+        hash.update(b"\n");
+        hash.update(body);
+        Self(hash.finalize().into())
+    }
+}
+
+/// The response stored under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub location: Option<String>,
+}
+
+/// What [`claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new (or its predecessor expired): do the work, then
+    /// [`complete`] in the same transaction.
+    Claimed,
+    /// The same request already ran: answer with this.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// Claims `key` for `user_id` inside the caller's transaction (see the
+/// module documentation for why it must be the same transaction as the
+/// work). An expired record is taken over as if it did not exist.
+pub async fn claim(
+    tx: &impl GenericClient,
+    user_id: Uuid,
+    key: &str,
+    fingerprint: Fingerprint,
+    expires_at: DateTime<Utc>,
+) -> Result<Claim> {
+    let claimed = tx
+        .query_opt(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, expires_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, key) DO UPDATE \
+                 SET fingerprint = EXCLUDED.fingerprint, expires_at = EXCLUDED.expires_at, \
+                     response_status = NULL, response_body = NULL, response_location = NULL, \
+                     created_at = now() \
+                 WHERE idempotency_keys.expires_at <= now() \
+             RETURNING 1",
+            &[&user_id, &key, &fingerprint.0.as_slice(), &expires_at],
+        )
+        .await?;
+    if claimed.is_some() {
+        return Ok(Claim::Claimed);
+    }
+    // The conflicting row is committed (the insert waited for it) and live.
+    let row = tx
+        .query_one(
+            "SELECT fingerprint, response_status, response_body, response_location \
+             FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            &[&user_id, &key],
+        )
+        .await?;
+    let stored: Vec<u8> = row.get(0);
+    if stored != fingerprint.0 {
+        return Ok(Claim::Mismatch);
+    }
+    let status: Option<i16> = row.get(1);
+    let body: Option<Vec<u8>> = row.get(2);
+    match (status, body) {
+        (Some(status), Some(body)) => Ok(Claim::Replay(StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            location: row.get(3),
+        })),
+        // Cannot happen: responses are written before the claim commits.
+        // Treat a hand-edited row as a mismatch rather than replaying nothing.
+        _ => Ok(Claim::Mismatch),
+    }
+}
+
+/// Stores the response of a [`Claim::Claimed`] key, in the same transaction.
+pub async fn complete(
+    tx: &impl GenericClient,
+    user_id: Uuid,
+    key: &str,
+    response: &StoredResponse,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE idempotency_keys \
+         SET response_status = $3, response_body = $4, response_location = $5 \
+         WHERE user_id = $1 AND key = $2",
+        &[
+            &user_id,
+            &key,
+            &i16::try_from(response.status).unwrap_or(i16::MAX),
+            &response.body,
+            &response.location,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes expired records; returns how many.
+pub async fn prune_expired(client: &impl GenericClient) -> Result<u64> {
+    Ok(client
+        .execute(
+            "DELETE FROM idempotency_keys WHERE expires_at <= now()",
+            &[],
+        )
+        .await?)
+}
