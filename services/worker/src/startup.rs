@@ -31,8 +31,8 @@ pub enum StartupError {
 
 /// The worker shares the gateway's `store` schema; both apply the same
 /// sets (under the advisory lock) so either may start first.
-pub fn migrations() -> [&'static MigrationSet; 1] {
-    [&keel_outbox::MIGRATIONS]
+pub fn migrations() -> [&'static MigrationSet; 2] {
+    [&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS]
 }
 
 /// The worker as a [`Service`] for `keel_runtime::run`.
