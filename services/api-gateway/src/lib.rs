@@ -1,6 +1,14 @@
 //! The API gateway: Keel's public HTTP edge.
 //!
 //! # Layout
+//! - [`authn`]: bearer tokens verified against the auth service's JWK Set
+//!   (cached), optional session revocation and trusted-proxy identities.
+//! - [`edge`]: the `/api/v1` scope and its middleware: CORS, authentication,
+//!   GCRA rate limiting in Redis.
+//! - [`proxy`]: `/api/v1/auth/*`, `/.well-known/jwks.json` and
+//!   `/api/v1/analytics/*` streamed to their services.
+//! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`
+//!   (committed under `proto/openapi/`).
 //! - [`identity`]: [`identity::Caller`], the authenticated caller handlers
 //!   extract (set by the authentication middleware).
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
@@ -11,7 +19,11 @@
 //! `main.rs` only parses the command line and calls into here, so tests
 //! start the real application in-process on port 0.
 
+pub mod authn;
+pub mod edge;
 pub mod identity;
+pub mod openapi;
+pub mod proxy;
 pub mod settings;
 pub mod startup;
 

@@ -7,6 +7,11 @@ use keel_outbox::RelayOptions;
 use keel_telemetry::TelemetrySettings;
 use serde::Deserialize;
 
+use crate::authn::AuthnSettings;
+use crate::edge::cors::CorsSettings;
+use crate::edge::rate_limit::RateLimitSettings;
+use crate::proxy::UpstreamSettings;
+
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +24,11 @@ pub struct Settings {
     #[serde(default)]
     pub outbox: RelayOptions,
     pub telemetry: TelemetrySettings,
+    /// The services behind the proxy (auth, analytics).
+    pub upstreams: UpstreamSettings,
+    pub authn: AuthnSettings,
+    pub cors: CorsSettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Settings {
@@ -35,6 +45,10 @@ impl Validate for Settings {
         self.redis.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
         self.telemetry.validate()?;
+        self.upstreams.validate()?;
+        self.authn.validate()?;
+        self.cors.validate()?;
+        self.rate_limit.validate()?;
         Ok(())
     }
 }

@@ -12,6 +12,10 @@ use keel_runtime::{Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
+use crate::authn::Authenticator;
+use crate::edge::Edge;
+use crate::edge::rate_limit::RateLimiter;
+use crate::proxy::Upstreams;
 use crate::settings::{DEFAULTS, Settings};
 use crate::{SCHEMA, SERVICE};
 
@@ -24,6 +28,10 @@ pub enum StartupError {
     Database(#[from] keel_db::Error),
     #[error(transparent)]
     Redis(#[from] keel_cache::Error),
+    #[error("cannot build the upstream HTTP clients: {0}")]
+    Upstreams(#[source] reqwest::Error),
+    #[error("invalid authentication settings: {0}")]
+    Authn(String),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -73,6 +81,8 @@ pub struct Application {
     operational: Operational,
     broker: Broker,
     relay: Relay,
+    edge: Edge,
+    upstreams: Upstreams,
 }
 
 impl std::fmt::Debug for Application {
@@ -104,6 +114,26 @@ impl Application {
             RelayMetrics::register(&mut registry),
         );
 
+        let upstreams = Upstreams::new(&settings.upstreams, settings.http.body_limit)
+            .map_err(StartupError::Upstreams)?;
+        let edge = Edge {
+            authenticator: Arc::new(
+                Authenticator::new(
+                    &settings.authn,
+                    upstreams.jwks_url(),
+                    upstreams.auth_client(),
+                    redis.clone(),
+                )
+                .map_err(StartupError::Authn)?,
+            ),
+            limiter: Arc::new(RateLimiter::new(
+                redis.clone(),
+                settings.rate_limit.clone(),
+                &mut registry,
+            )),
+            cors: settings.cors.clone(),
+        };
+
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
             .with(checks::RedisCheck(redis))
@@ -115,6 +145,8 @@ impl Application {
             settings,
             broker,
             relay,
+            edge,
+            upstreams,
         })
     }
 
@@ -127,7 +159,16 @@ impl Application {
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let routes: Routes = Arc::new(|_cfg| {});
+        let (edge, upstreams) = (self.edge, self.upstreams);
+        let routes: Routes = Arc::new(move |cfg| {
+            // One `/api/v1` scope: every API area mounts inside it, behind
+            // the edge middleware (CORS, authentication, rate limits).
+            cfg.service(edge.clone().api_scope().configure(|api| {
+                crate::openapi::configure(api);
+                upstreams.configure_api(api);
+            }));
+            upstreams.configure_root(cfg);
+        });
         let served = keel_http::serve(
             self.server,
             &self.settings.http,

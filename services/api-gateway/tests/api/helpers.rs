@@ -62,14 +62,24 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn(false).await
+    spawn(false, |_| {}).await
 }
 
 pub async fn spawn_app_behind_proxies() -> TestApp {
-    spawn(true).await
+    spawn(true, |_| {}).await
 }
 
-async fn spawn(behind_proxies: bool) -> TestApp {
+/// Like [`spawn_app`], with settings adjusted after the test defaults.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(false, configure).await
+}
+
+/// Like [`spawn_app_behind_proxies`], with settings adjusted.
+pub async fn spawn_app_behind_proxies_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(true, configure).await
+}
+
+async fn spawn(behind_proxies: bool, configure: impl FnOnce(&mut Settings)) -> TestApp {
     keel_telemetry::init_for_tests();
     let db = TestDatabase::create(api_gateway::SCHEMA, &migrations()).await;
     let redis = TestRedis::new();
@@ -83,6 +93,7 @@ async fn spawn(behind_proxies: bool) -> TestApp {
     settings.redis.url = SecretString::from(redis.url().to_owned());
     settings.redis.key_prefix = redis.prefix().to_owned();
     settings.amqp = broker.settings();
+    configure(&mut settings);
 
     let proxies = if behind_proxies {
         let postgres = proxy_for(settings.database.url.expose_secret()).await;

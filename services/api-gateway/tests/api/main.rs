@@ -5,7 +5,14 @@
 // should abort the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
+mod auth_support;
+mod cors;
+mod edge;
 mod helpers;
+mod openapi;
+mod proxy;
+mod rate_limit;
 mod operational;
 mod process;
 mod readiness;

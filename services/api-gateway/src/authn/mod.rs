@@ -1,0 +1,354 @@
+//! Authentication at the edge: who is calling `/api/v1/*`.
+//!
+//! The middleware turns credentials into a [`Caller`] in the request's
+//! extensions and never rejects a request that brings none: handlers that
+//! need a caller take the `Caller` extractor, which answers 401 itself, so
+//! public routes need no list of exceptions. Credentials that are present
+//! but wrong are always a 401 (a client that sends a token expects it to
+//! count). The auth proxy paths are skipped: the auth service judges its
+//! own bearer tokens.
+//!
+//! Two sources, in this order:
+//! - the trusted-proxy identity header, honoured only on connections from
+//!   the configured proxy networks and removed from every other request;
+//! - `Authorization: Bearer <jwt>`, verified locally against the auth
+//!   service's JWK Set ([`jwks`]). Verified tokens are remembered by their
+//!   signature until they expire, so a client's second request costs a hash
+//!   lookup instead of an RSA verification. Keying by the signature alone is
+//!   safe: a token with a copied signature but altered claims maps to the
+//!   identity of the genuine token, which its holder already had.
+
+mod jwks;
+mod revocation;
+mod settings;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{
+    AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use keel_cache::Redis;
+use keel_http::Problem;
+use keel_token::{Claims, Role, VerifyError};
+use moka::sync::Cache;
+use uuid::Uuid;
+
+pub use jwks::{Jwks, JwksError};
+pub use revocation::Revocation;
+pub use settings::{AuthnSettings, RevocationSettings, TrustedProxySettings};
+
+use crate::identity::Caller;
+
+/// Why credentials were refused (or could not be judged).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    #[error("the Authorization header is not `Bearer <token>`")]
+    MalformedHeader,
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] VerifyError),
+    #[error("the token's session has been revoked")]
+    Revoked,
+    #[error("the signing keys cannot be fetched: {0}")]
+    KeysUnavailable(String),
+}
+
+impl AuthnError {
+    fn slug(&self) -> &'static str {
+        match self {
+            AuthnError::MalformedHeader => "invalid-credentials",
+            AuthnError::InvalidToken(VerifyError::Expired) => "token-expired",
+            AuthnError::InvalidToken(_) => "invalid-token",
+            AuthnError::Revoked => "session-revoked",
+            AuthnError::KeysUnavailable(_) => "unavailable",
+        }
+    }
+
+    /// What the client is told (never the key ids or the verifier's internals).
+    fn detail(&self) -> &'static str {
+        match self {
+            AuthnError::MalformedHeader => "The Authorization header must be `Bearer <token>`.",
+            AuthnError::InvalidToken(VerifyError::Expired) => "The access token has expired.",
+            AuthnError::InvalidToken(_) => "The access token is invalid.",
+            AuthnError::Revoked => "The session of this access token has been revoked.",
+            AuthnError::KeysUnavailable(_) => {
+                "Access tokens cannot be verified right now; retry shortly."
+            }
+        }
+    }
+
+    /// The RFC 6750 `error` attribute of the challenge.
+    fn challenge(&self) -> &'static str {
+        match self {
+            AuthnError::MalformedHeader => "Bearer realm=\"keel\", error=\"invalid_request\"",
+            _ => "Bearer realm=\"keel\", error=\"invalid_token\"",
+        }
+    }
+}
+
+impl ResponseError for AuthnError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AuthnError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let AuthnError::KeysUnavailable(cause) = self {
+            tracing::error!(%cause, "cannot verify access tokens: no JWK Set");
+            let problem = Problem::unavailable(self.detail());
+            return problem
+                .response_builder()
+                .insert_header((RETRY_AFTER, "5"))
+                .json(&problem);
+        }
+        tracing::debug!(reason = %self, "credentials refused");
+        let problem = Problem::new(StatusCode::UNAUTHORIZED, self.slug(), "Unauthorized")
+            .with_detail(self.detail());
+        problem
+            .response_builder()
+            .insert_header((WWW_AUTHENTICATE, HeaderValue::from_static(self.challenge())))
+            .json(&problem)
+    }
+}
+
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    /// `exp`, seconds since the epoch.
+    expires_at: u64,
+}
+
+/// Cached entries live until their token's `exp`, never longer.
+struct UntilExpiry;
+
+impl moka::Expiry<Arc<str>, Verified> for UntilExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, value: &Verified, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(
+            value.expires_at.saturating_sub(keel_token::claims::now()),
+        ))
+    }
+}
+
+/// The trusted-proxy identity header, parsed once.
+#[derive(Debug)]
+struct TrustedProxy {
+    networks: Vec<ipnet::IpNet>,
+    email: HeaderName,
+    groups: HeaderName,
+    admin_group: String,
+}
+
+/// A stable user id for an identity that only comes as an email (trusted
+/// proxy mode): a UUIDv5 of the lowercased email under Keel's namespace,
+/// so the same person always owns the same orders.
+const EMAIL_NAMESPACE: Uuid = Uuid::from_u128(0x6b65_656c_2d74_7275_7374_6564_2d70_7879);
+
+/// Judges credentials; shared by every actix worker.
+pub struct Authenticator {
+    jwks: Jwks,
+    verified: Cache<Arc<str>, Verified>,
+    revocation: Option<Revocation>,
+    trusted: Option<TrustedProxy>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("jwks", &self.jwks)
+            .field("cached_tokens", &self.verified.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(
+        settings: &AuthnSettings,
+        jwks_url: String,
+        client: reqwest::Client,
+        redis: Redis,
+    ) -> Result<Self, String> {
+        let trusted = if settings.trusted_proxy.enabled {
+            let proxy = &settings.trusted_proxy;
+            Some(TrustedProxy {
+                networks: proxy.proxies.clone(),
+                email: HeaderName::try_from(proxy.email_header.as_str())
+                    .map_err(|e| format!("authn.trusted_proxy.email_header: {e}"))?,
+                groups: HeaderName::try_from(proxy.groups_header.as_str())
+                    .map_err(|e| format!("authn.trusted_proxy.groups_header: {e}"))?,
+                admin_group: proxy.admin_group.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            jwks: Jwks::new(jwks_url, client, settings),
+            verified: Cache::builder()
+                .max_capacity(settings.token_cache_capacity)
+                .expire_after(UntilExpiry)
+                .build(),
+            revocation: settings
+                .revocation
+                .enabled
+                .then(|| Revocation::new(redis, &settings.revocation)),
+            trusted,
+        })
+    }
+
+    /// Whether `peer` is one of the configured trusted proxies.
+    pub fn is_trusted_proxy(&self, peer: Option<IpAddr>) -> bool {
+        match (&self.trusted, peer) {
+            (Some(trusted), Some(ip)) => trusted.networks.iter().any(|n| n.contains(&ip)),
+            _ => false,
+        }
+    }
+
+    /// The caller named by the trusted-proxy header, if the request came
+    /// through a trusted proxy; the header is removed from every request
+    /// that did not, so nothing downstream can be fooled by it either.
+    fn trusted_proxy_caller(&self, req: &mut ServiceRequest) -> Option<Caller> {
+        let trusted = self.trusted.as_ref()?;
+        let peer = req.peer_addr().map(|a| a.ip());
+        if !self.is_trusted_proxy(peer) {
+            let headers = req.headers_mut();
+            if headers.contains_key(&trusted.email) || headers.contains_key(&trusted.groups) {
+                tracing::warn!(peer = ?peer, "identity header from an untrusted address dropped");
+            }
+            headers.remove(&trusted.email);
+            headers.remove(&trusted.groups);
+            return None;
+        }
+        let email = req
+            .headers()
+            .get(&trusted.email)?
+            .to_str()
+            .ok()?
+            .trim()
+            .to_ascii_lowercase();
+        if email.is_empty() {
+            return None;
+        }
+        let is_admin = req
+            .headers()
+            .get(&trusted.groups)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|groups| groups.split(',').any(|g| g.trim() == trusted.admin_group));
+        Some(Caller {
+            user_id: Uuid::new_v5(&EMAIL_NAMESPACE, email.as_bytes()),
+            session_id: None,
+            is_admin,
+        })
+    }
+
+    /// The caller a bearer token names: from the cache, else verified.
+    pub async fn verify_bearer(&self, token: &str) -> Result<Caller, AuthnError> {
+        // Garbage is refused before any key is needed (and so even while
+        // the JWK Set cannot be fetched).
+        if !is_compact_jws(token) {
+            return Err(AuthnError::InvalidToken(VerifyError::Malformed));
+        }
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        let verified = match self.verified.get(signature) {
+            Some(hit) => hit,
+            None => {
+                let claims = self.jwks.verify(token).await.map_err(|e| match e {
+                    JwksError::Unavailable(url) => AuthnError::KeysUnavailable(url),
+                    JwksError::Token(e) => AuthnError::InvalidToken(e),
+                })?;
+                let verified = Verified {
+                    caller: caller_of(&claims),
+                    expires_at: claims.exp,
+                };
+                self.verified.insert(Arc::from(signature), verified.clone());
+                verified
+            }
+        };
+        if let (Some(revocation), Some(sid)) = (&self.revocation, verified.caller.session_id)
+            && revocation.is_revoked(sid).await
+        {
+            return Err(AuthnError::Revoked);
+        }
+        Ok(verified.caller)
+    }
+
+    async fn authenticate(&self, req: &mut ServiceRequest) -> Result<Option<Caller>, AuthnError> {
+        if let Some(caller) = self.trusted_proxy_caller(req) {
+            return Ok(Some(caller));
+        }
+        let Some(header) = req.headers().get(AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthnError::MalformedHeader)?
+            .to_owned();
+        self.verify_bearer(&token).await.map(Some)
+    }
+}
+
+/// Three non-empty base64url segments: the shape of a compact JWS.
+fn is_compact_jws(token: &str) -> bool {
+    let mut segments = 0;
+    for segment in token.split('.') {
+        segments += 1;
+        if segment.is_empty()
+            || !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return false;
+        }
+    }
+    segments == 3
+}
+
+fn caller_of(claims: &Claims) -> Caller {
+    Caller {
+        user_id: claims.sub,
+        session_id: Some(claims.sid),
+        is_admin: claims.has_role(Role::Admin),
+    }
+}
+
+/// Paths whose credentials are not the gateway's business: the auth
+/// service answers them itself (login needs none, `/auth/me` checks its own).
+fn skips_authentication(path: &str) -> bool {
+    path.starts_with("/api/v1/auth/") || path == "/api/v1/openapi.json"
+}
+
+/// Middleware for the `/api/v1` scope (see the module docs).
+pub async fn middleware(
+    authenticator: Arc<Authenticator>,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if skips_authentication(req.path()) {
+        // The identity header still must not reach auth from strangers.
+        let _ = authenticator.trusted_proxy_caller(&mut req);
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    match authenticator.authenticate(&mut req).await {
+        Ok(Some(caller)) => {
+            req.extensions_mut().insert(caller);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let response = e.error_response();
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}

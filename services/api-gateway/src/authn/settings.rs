@@ -1,0 +1,112 @@
+use std::time::Duration;
+
+use ipnet::IpNet;
+use keel_config::{Invalid, Validate};
+use serde::Deserialize;
+
+/// The `authn` section: how the gateway decides who is calling.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthnSettings {
+    /// Expected `iss` of access tokens (the auth service's issuer).
+    pub issuer: String,
+    /// Expected `aud` of access tokens.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The JWK Set is fetched again after this long (key rotation).
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// At most one JWK Set fetch per this interval, however many tokens
+    /// name an unknown `kid` (a flood of forged kids must not become a
+    /// flood of requests to auth).
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch_interval: Duration,
+    /// Verified tokens remembered (keyed by signature, until they expire).
+    pub token_cache_capacity: u64,
+    pub revocation: RevocationSettings,
+    pub trusted_proxy: TrustedProxySettings,
+}
+
+/// Optional: refuse tokens whose session the auth service revoked.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RevocationSettings {
+    pub enabled: bool,
+    /// Redis key (under the shared key prefix) whose existence marks a
+    /// session revoked; `{sid}` is replaced by the token's session id.
+    pub key: String,
+    /// How long a lookup's answer is reused.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+/// Optional: trust an identity header set by a reverse proxy such as
+/// oauth2-proxy, but only on connections from the listed networks.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrustedProxySettings {
+    pub enabled: bool,
+    /// CIDRs of the proxies (e.g. `10.0.0.0/8`, `127.0.0.1/32`).
+    #[serde(default)]
+    pub proxies: Vec<IpNet>,
+    /// Header carrying the user's email (oauth2-proxy: `X-Email`).
+    pub email_header: String,
+    /// Header carrying the user's groups, comma separated.
+    pub groups_header: String,
+    /// Members of this group are admins.
+    pub admin_group: String,
+}
+
+impl Validate for AuthnSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        let within = |e: Invalid| e.within("authn");
+        if self.issuer.is_empty() {
+            return Err(within(Invalid::new("issuer", "must not be empty")));
+        }
+        if self.audience.is_empty() {
+            return Err(within(Invalid::new("audience", "must not be empty")));
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return Err(within(Invalid::new("leeway", "must be at most 5m")));
+        }
+        if self.jwks_min_refetch_interval.is_zero() {
+            return Err(within(Invalid::new(
+                "jwks_min_refetch_interval",
+                "must be greater than zero",
+            )));
+        }
+        if self.token_cache_capacity == 0 {
+            return Err(within(Invalid::new(
+                "token_cache_capacity",
+                "must be at least 1",
+            )));
+        }
+        if self.revocation.enabled && !self.revocation.key.contains("{sid}") {
+            return Err(within(
+                Invalid::new("key", "must contain the {sid} placeholder").within("revocation"),
+            ));
+        }
+        let proxy = &self.trusted_proxy;
+        if proxy.enabled {
+            if proxy.proxies.is_empty() {
+                return Err(within(
+                    Invalid::new("proxies", "must list at least one CIDR when enabled")
+                        .within("trusted_proxy"),
+                ));
+            }
+            if actix_web::http::header::HeaderName::try_from(proxy.email_header.as_str()).is_err() {
+                return Err(within(
+                    Invalid::new("email_header", "must be a valid header name")
+                        .within("trusted_proxy"),
+                ));
+            }
+            if actix_web::http::header::HeaderName::try_from(proxy.groups_header.as_str()).is_err()
+            {
+                return Err(within(
+                    Invalid::new("groups_header", "must be a valid header name")
+                        .within("trusted_proxy"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! The OpenAPI 3.1 document of the public API, generated from the code.
+//!
+//! Handlers carry `#[utoipa::path]` annotations; the routes the gateway only
+//! proxies (auth, analytics, the JWK Set) are described in [`proxied`],
+//! where their contract lives from the gateway's point of view. The document
+//! is served at `/api/v1/openapi.json` and committed as
+//! `proto/openapi/openapi.json`; a test fails when the two drift
+//! (`UPDATE_SNAPSHOTS=1` rewrites the file).
+
+pub mod proxied;
+pub mod schemas;
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Declares the bearer scheme the annotated paths refer to as `bearer`.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token from POST /api/v1/auth/login, verified against /.well-known/jwks.json.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keel API",
+        description = "The public HTTP API of Keel's gateway. Errors are application/problem+json; \
+            successful responses carry RateLimit-* headers, 429 carries Retry-After.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        proxied::register,
+        proxied::login,
+        proxied::refresh,
+        proxied::logout,
+        proxied::logout_all,
+        proxied::me,
+        proxied::change_password,
+        proxied::sessions,
+        proxied::revoke_session,
+        proxied::jwks,
+        proxied::analytics_summary,
+        proxied::analytics_timeseries,
+        openapi_json,
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "auth", description = "Accounts, tokens and sessions (proxied to the auth service)."),
+        (name = "analytics", description = "Store figures (proxied to the analytics service)."),
+        (name = "meta", description = "About this API."),
+    )
+)]
+struct EdgeApi;
+
+/// The whole document: the edge's paths merged with every area's.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = EdgeApi::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // Areas merge their own `#[derive(OpenApi)]` here.
+    doc
+}
+
+/// The document as served and committed: pretty JSON with a final newline.
+pub fn document_json() -> String {
+    let mut json = document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}"));
+    json.push('\n');
+    json
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "public, max-age=300"))
+        .body(doc.0.clone())
+}
+
+/// Rendered once at start-up.
+#[derive(Debug, Clone)]
+struct OpenApiJson(String);
+
+/// `/openapi.json`, inside the `/api/v1` scope.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::Data::new(OpenApiJson(document_json())))
+        // A resource (not `cfg.route`) so other methods get 405, not 404.
+        .service(web::resource("/openapi.json").route(web::get().to(openapi_json)));
+}

@@ -1,0 +1,290 @@
+//! Authentication at the edge: bearer tokens verified against the JWK Set
+//! of a real HTTP upstream, the trusted-proxy header, 401 problems.
+
+use std::time::Duration;
+
+use keel_token::Role;
+use uuid::Uuid;
+
+use crate::auth_support::{FakeUpstream, bearer, claims};
+use crate::helpers::spawn_app_with;
+
+const PROTECTED: &str = "/api/v1/analytics/summary";
+
+async fn assert_unauthorized(response: reqwest::Response, kind: &str) {
+    assert_eq!(response.status(), 401);
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .expect("a 401 carries a challenge")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["type"], format!("urn:keel:problem:{kind}"));
+    assert_eq!(body["status"], 401);
+}
+
+#[tokio::test]
+async fn a_protected_route_without_a_token_is_a_401_with_a_bearer_challenge() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let response = app.get(PROTECTED).await;
+    assert_unauthorized(response, "unauthenticated").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_non_bearer_credentials_are_401s() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    for (header, kind) in [
+        ("Bearer not.a.jwt", "invalid-token"),
+        ("Bearer abc", "invalid-token"),
+        ("Basic dXNlcjpwYXNz", "invalid-credentials"),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_unauthorized(response, kind).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn expired_wrong_audience_wrong_issuer_and_future_tokens_are_401s() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let user = Uuid::new_v4();
+    let now = keel_token::claims::now();
+
+    let mut expired = claims(user, vec![Role::Customer]);
+    (expired.iat, expired.nbf, expired.exp) = (now - 1000, now - 1000, now - 120);
+    let mut wrong_aud = claims(user, vec![Role::Customer]);
+    wrong_aud.aud = "someone-else".into();
+    let mut wrong_iss = claims(user, vec![Role::Customer]);
+    wrong_iss.iss = "evil".into();
+    let mut future = claims(user, vec![Role::Customer]);
+    future.nbf = now + 600;
+
+    for (claims, kind) in [
+        (expired, "token-expired"),
+        (wrong_aud, "invalid-token"),
+        (wrong_iss, "invalid-token"),
+        (future, "invalid-token"),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&upstream.sign(&claims)))
+            .send()
+            .await
+            .unwrap();
+        assert_unauthorized(response, kind).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_valid_token_reaches_the_route_as_its_user() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let (user, token) = upstream.customer_token();
+
+    for _ in 0..3 {
+        let response = app
+            .client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let echo: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(echo["headers"]["x-keel-user-id"][0], user.to_string());
+        assert_eq!(echo["headers"]["x-keel-role"][0], "customer");
+    }
+    // Verified once; the JWK Set fetched once, then the token came from the cache.
+    assert_eq!(upstream.jwks_fetches(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_kid_triggers_one_refetch_and_no_more_within_the_interval() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.authn.jwks_min_refetch_interval = Duration::from_secs(1);
+    })
+    .await;
+    let (_, first) = upstream.customer_token();
+    let ok = |token: String| {
+        let request = app
+            .client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&token));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(ok(first).await, 200);
+    assert_eq!(upstream.jwks_fetches(), 1);
+
+    // A token naming a kid we have never seen: one refetch, then refused.
+    let stranger = FakeUpstream::start().await;
+    let (_, forged) = stranger.customer_token();
+    let stranger_rotated = {
+        stranger.rotate("unknown-kid");
+        stranger.customer_token().1
+    };
+    assert_eq!(ok(forged).await, 401);
+    assert_eq!(upstream.jwks_fetches(), 1, "key-1 is known: no refetch");
+    // The start-up fetch counts towards the interval: let it pass.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(ok(stranger_rotated.clone()).await, 401);
+    assert_eq!(upstream.jwks_fetches(), 2, "an unknown kid refetches once");
+    for _ in 0..5 {
+        assert_eq!(ok(stranger_rotated.clone()).await, 401);
+    }
+    assert_eq!(upstream.jwks_fetches(), 2, "refetches are rate limited");
+    stranger.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_is_picked_up_on_the_first_token_of_the_new_key() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.authn.jwks_min_refetch_interval = Duration::from_millis(1);
+    })
+    .await;
+    let get = |token: String| {
+        let request = app
+            .client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&token));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(get(upstream.customer_token().1).await, 200);
+    upstream.rotate("key-2");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(get(upstream.customer_token().1).await, 200);
+    assert_eq!(upstream.jwks_fetches(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_auth_service_being_unreachable_for_keys_is_a_503_not_a_401() {
+    let app = spawn_app_with(|s| {
+        s.upstreams.auth_url = format!("http://127.0.0.1:{}", closed_port())
+            .parse()
+            .unwrap();
+    })
+    .await;
+    let upstream = FakeUpstream::start().await;
+    let response = app
+        .client
+        .get(format!("{}{PROTECTED}", app.address))
+        .header("authorization", bearer(&upstream.customer_token().1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    app.stop().await;
+}
+
+pub fn closed_port() -> u16 {
+    // Bound then released: nothing listens there for the test's duration
+    // (the OS hands out ports round-robin).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn the_trusted_proxy_header_is_honoured_from_a_trusted_address() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.authn.trusted_proxy.enabled = true;
+        s.authn.trusted_proxy.proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let response = app
+        .client
+        .get(format!("{}{PROTECTED}", app.address))
+        .header("x-email", "Ada@Example.com")
+        .header("x-forwarded-groups", "staff, admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    let user = echo["headers"]["x-keel-user-id"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(user.parse::<Uuid>().is_ok());
+    assert_eq!(echo["headers"]["x-keel-role"][0], "admin");
+
+    // The same person (email case aside) is always the same user.
+    let again: serde_json::Value = app
+        .client
+        .get(format!("{}{PROTECTED}", app.address))
+        .header("x-email", "ada@example.com")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["headers"]["x-keel-user-id"][0], user.as_str());
+    assert_eq!(again["headers"]["x-keel-role"][0], "customer");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_trusted_proxy_header_from_anyone_else_is_ignored_and_stripped() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.authn.trusted_proxy.enabled = true;
+        s.authn.trusted_proxy.proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let response = app
+        .client
+        .get(format!("{}{PROTECTED}", app.address))
+        .header("x-email", "mallory@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_unauthorized(response, "unauthenticated").await;
+
+    // Not forwarded to upstreams either.
+    let echo: serde_json::Value = app
+        .client
+        .get(format!("{}/api/v1/auth/me", app.address))
+        .header("x-email", "mallory@example.com")
+        .header("x-forwarded-groups", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(echo["headers"].get("x-email").is_none(), "{echo}");
+    assert!(
+        echo["headers"].get("x-forwarded-groups").is_none(),
+        "{echo}"
+    );
+    app.stop().await;
+}
