@@ -128,12 +128,14 @@ pub async fn complete(
     Ok(())
 }
 
-/// Deletes expired records; returns how many.
-pub async fn prune_expired(client: &impl GenericClient) -> Result<u64> {
+/// Deletes up to `batch` expired records; returns how many. Callers loop
+/// while it returns `batch`, so one pass never holds a long transaction.
+pub async fn prune_expired(client: &impl GenericClient, batch: i64) -> Result<u64> {
     Ok(client
         .execute(
-            "DELETE FROM idempotency_keys WHERE expires_at <= now()",
-            &[],
+            "DELETE FROM idempotency_keys WHERE (user_id, key) IN ( \
+                 SELECT user_id, key FROM idempotency_keys WHERE expires_at <= now() LIMIT $1)",
+            &[&batch],
         )
         .await?)
 }

@@ -9,6 +9,9 @@
 //!   `/api/v1/analytics/*` streamed to their services.
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`
 //!   (committed under `proto/openapi/`).
+//! - [`orders`]: `/api/v1/orders` — create, list, get (read-through cache
+//!   with cross-instance invalidation, ETags), status changes, cancel;
+//!   `Idempotency-Key` on create. The domain and queries live in `keel_store`.
 //! - [`identity`]: [`identity::Caller`], the authenticated caller handlers
 //!   extract (set by the authentication middleware).
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
@@ -23,6 +26,7 @@ pub mod authn;
 pub mod edge;
 pub mod identity;
 pub mod openapi;
+pub mod orders;
 pub mod proxy;
 pub mod settings;
 pub mod startup;

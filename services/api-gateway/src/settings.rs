@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::authn::AuthnSettings;
 use crate::edge::cors::CorsSettings;
 use crate::edge::rate_limit::RateLimitSettings;
+use crate::orders::settings::OrdersSettings;
 use crate::proxy::UpstreamSettings;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
@@ -29,6 +30,8 @@ pub struct Settings {
     pub authn: AuthnSettings,
     pub cors: CorsSettings,
     pub rate_limit: RateLimitSettings,
+    /// The orders area: cache sizes and lifetimes, idempotency window.
+    pub orders: OrdersSettings,
 }
 
 impl Settings {
@@ -49,6 +52,7 @@ impl Validate for Settings {
         self.authn.validate()?;
         self.cors.validate()?;
         self.rate_limit.validate()?;
+        self.orders.validate()?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::authn::Authenticator;
 use crate::edge::Edge;
 use crate::edge::rate_limit::RateLimiter;
+use crate::orders::{self, OrdersArea};
 use crate::proxy::Upstreams;
 use crate::settings::{DEFAULTS, Settings};
 use crate::{SCHEMA, SERVICE};
@@ -39,8 +40,8 @@ pub enum StartupError {
 }
 
 /// Every migration set applied to the gateway's schema, in order.
-pub fn migrations() -> [&'static MigrationSet; 1] {
-    [&keel_outbox::MIGRATIONS]
+pub fn migrations() -> [&'static MigrationSet; 2] {
+    [&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS]
 }
 
 /// The gateway as a [`Service`] for `keel_runtime::run`.
@@ -83,6 +84,7 @@ pub struct Application {
     relay: Relay,
     edge: Edge,
     upstreams: Upstreams,
+    orders: OrdersArea,
 }
 
 impl std::fmt::Debug for Application {
@@ -134,6 +136,14 @@ impl Application {
             cors: settings.cors.clone(),
         };
 
+        let orders = OrdersArea::build(
+            pool.clone(),
+            redis.clone(),
+            &settings.redis,
+            &settings.orders,
+            &mut registry,
+        )?;
+
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
             .with(checks::RedisCheck(redis))
@@ -147,6 +157,7 @@ impl Application {
             relay,
             edge,
             upstreams,
+            orders,
         })
     }
 
@@ -159,6 +170,14 @@ impl Application {
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        // The orders area's background work (cache invalidations, key
+        // pruning) lives on this, the main runtime, like the relay.
+        let orders_state = self.orders.state;
+        let orders_background = tokio::spawn(
+            orders_state
+                .clone()
+                .run_background(self.orders.subscriber, shutdown.clone()),
+        );
         let (edge, upstreams) = (self.edge, self.upstreams);
         let routes: Routes = Arc::new(move |cfg| {
             // One `/api/v1` scope: every API area mounts inside it, behind
@@ -166,6 +185,7 @@ impl Application {
             cfg.service(edge.clone().api_scope().configure(|api| {
                 crate::openapi::configure(api);
                 upstreams.configure_api(api);
+                orders::configure(api, orders_state.clone());
             }));
             upstreams.configure_root(cfg);
         });
@@ -182,6 +202,9 @@ impl Application {
         shutdown.cancel();
         if let Err(e) = relay.await {
             tracing::error!(error = %e, "outbox relay task panicked");
+        }
+        if let Err(e) = orders_background.await {
+            tracing::error!(error = %e, "orders background task panicked");
         }
         self.broker.close().await;
         tracing::info!("gateway stopped");

@@ -7,12 +7,16 @@
 
 mod auth;
 mod auth_support;
+mod cache;
 mod cors;
 mod edge;
 mod helpers;
+mod idempotency;
 mod openapi;
+mod operational;
+mod orders;
+mod orders_support;
+mod process;
 mod proxy;
 mod rate_limit;
-mod operational;
-mod process;
 mod readiness;

@@ -1,0 +1,95 @@
+//! Idempotency records against a real PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{Duration, Utc};
+use keel_store::idempotency::{self, Claim, Fingerprint, StoredResponse};
+use keel_testkit::database::TestDatabase;
+use uuid::Uuid;
+
+async fn database() -> TestDatabase {
+    TestDatabase::create(
+        "store",
+        &[&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_key_is_taken_over_and_pruned() {
+    let db = database().await;
+    let mut client = db.pool().get().await.unwrap();
+    let user = Uuid::new_v4();
+    let first = Fingerprint::of("POST", "/orders", b"{}");
+    let second = Fingerprint::of("POST", "/orders", b"{ }");
+    let response = StoredResponse {
+        status: 201,
+        body: b"{}".to_vec(),
+        location: None,
+    };
+
+    // A record that already expired.
+    let tx = client.transaction().await.unwrap();
+    let past = Utc::now() - Duration::seconds(1);
+    assert_eq!(
+        idempotency::claim(&tx, user, "k", first, past)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    idempotency::complete(&tx, user, "k", &response)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Reusing the key with another request is allowed once it expired.
+    let tx = client.transaction().await.unwrap();
+    let future = Utc::now() + Duration::hours(1);
+    assert_eq!(
+        idempotency::claim(&tx, user, "k", second, future)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    tx.rollback().await.unwrap();
+
+    assert_eq!(idempotency::prune_expired(&client, 100).await.unwrap(), 1);
+    assert_eq!(idempotency::prune_expired(&client, 100).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_live_key_replays_or_refuses() {
+    let db = database().await;
+    let mut client = db.pool().get().await.unwrap();
+    let user = Uuid::new_v4();
+    let fingerprint = Fingerprint::of("POST", "/orders", b"{}");
+    let response = StoredResponse {
+        status: 201,
+        body: b"{\"id\":1}".to_vec(),
+        location: Some("/orders/1".into()),
+    };
+    let expires = Utc::now() + Duration::hours(1);
+
+    let tx = client.transaction().await.unwrap();
+    idempotency::claim(&tx, user, "k", fingerprint, expires)
+        .await
+        .unwrap();
+    idempotency::complete(&tx, user, "k", &response)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let tx = client.transaction().await.unwrap();
+    assert_eq!(
+        idempotency::claim(&tx, user, "k", fingerprint, expires)
+            .await
+            .unwrap(),
+        Claim::Replay(response)
+    );
+    let other = Fingerprint::of("POST", "/orders", b"[]");
+    assert_eq!(
+        idempotency::claim(&tx, user, "k", other, expires)
+            .await
+            .unwrap(),
+        Claim::Mismatch
+    );
+}

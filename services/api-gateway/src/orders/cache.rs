@@ -1,0 +1,374 @@
+//! The read-through order cache: in-process (bounded, short TTL) in front
+//! of Redis (TTL) in front of PostgreSQL.
+//!
+//! Orders are cached whole, whoever asked: the handler checks the caller
+//! against the cached `user_id` on every hit, so a cache never widens access.
+//!
+//! Freshness rules (see ADR 0009):
+//! - Writers call [`OrderCache::written`] after commit. It *writes through*
+//!   to Redis with the order's version (`updated_at` in µs, which strictly
+//!   increases per change); Redis keeps the higher version, so a reader
+//!   filling Redis with a row it read just before the commit cannot bury
+//!   the newer one.
+//! - Each write is announced on a Redis pub/sub channel; every instance
+//!   evicts its in-process entry and bumps a generation counter. A fill that
+//!   started before an invalidation it did not see the end of is dropped
+//!   rather than stored (the counter changed under it).
+//! - While an instance is not subscribed (start-up, Redis outage) it cannot
+//!   hear invalidations, so it neither reads nor fills its in-process cache.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use keel_cache::Redis;
+use keel_db::Pool;
+use keel_store::domain::{Order, Scope};
+use moka::sync::Cache;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::orders::settings::OrdersSettings;
+
+/// An order with its serialized body and strong ETag, computed once per
+/// version and shared by every request that hits it.
+#[derive(Debug)]
+pub struct CachedOrder {
+    pub order: Order,
+    pub body: Bytes,
+    pub etag: String,
+}
+
+impl CachedOrder {
+    pub fn new(order: Order) -> Result<Self, serde_json::Error> {
+        let body = Bytes::from(serde_json::to_vec(&order)?);
+        Ok(Self {
+            etag: etag(&body),
+            order,
+            body,
+        })
+    }
+
+    fn from_body(body: Bytes) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            order: serde_json::from_slice(&body)?,
+            etag: etag(&body),
+            body,
+        })
+    }
+
+    /// The version Redis compares: `updated_at` in microseconds.
+    fn version(&self) -> i64 {
+        self.order.updated_at.timestamp_micros()
+    }
+}
+
+/// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
+fn etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    for byte in &digest[..16] {
+        tag.push_str(&format!("{byte:02x}"));
+    }
+    tag.push('"');
+    tag
+}
+
+/// Stores `ARGV[2]` under `KEYS[1]` unless the stored version is newer or
+/// equal: fills and write-throughs race safely.
+static SET_IF_NEWER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// Lookups by level and result.
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    local_hit: Counter,
+    local_miss: Counter,
+    redis_hit: Counter,
+    redis_miss: Counter,
+    redis_error: Counter,
+}
+
+impl CacheMetrics {
+    /// Registers `keel_orders_cache_lookups_total{level, result}`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let family = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        let counter = |level, result| {
+            family
+                .get_or_create(&vec![("level", level), ("result", result)])
+                .clone()
+        };
+        let metrics = Self {
+            local_hit: counter("local", "hit"),
+            local_miss: counter("local", "miss"),
+            redis_hit: counter("redis", "hit"),
+            redis_miss: counter("redis", "miss"),
+            redis_error: counter("redis", "error"),
+        };
+        registry.register(
+            "orders_cache_lookups",
+            "Order cache lookups by level (local, redis) and result (hit, miss, error)",
+            family,
+        );
+        metrics
+    }
+}
+
+#[derive(Clone)]
+pub struct OrderCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local: Cache<Uuid, Arc<CachedOrder>>,
+    /// Bumped by every invalidation; see the module documentation.
+    generation: AtomicU64,
+    /// Serialises "check generation, then insert" against "bump, then evict".
+    fill_lock: Mutex<()>,
+    /// True while the invalidation subscription is up.
+    live: AtomicBool,
+    redis: Redis,
+    redis_ttl: Duration,
+    channel: String,
+    /// Tells this instance's own invalidations apart from other instances'.
+    instance: Uuid,
+    metrics: CacheMetrics,
+}
+
+impl std::fmt::Debug for OrderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderCache")
+            .field("channel", &self.inner.channel)
+            .field("live", &self.inner.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a lookup could not be answered.
+pub type LookupError = keel_store::Error;
+
+impl OrderCache {
+    pub fn new(redis: Redis, settings: &OrdersSettings, metrics: CacheMetrics) -> Self {
+        let local = Cache::builder()
+            .max_capacity(settings.local_cache_capacity)
+            .time_to_live(settings.local_cache_ttl)
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                local,
+                generation: AtomicU64::new(0),
+                fill_lock: Mutex::new(()),
+                live: AtomicBool::new(false),
+                channel: redis.key("orders:invalidate"),
+                redis,
+                redis_ttl: settings.redis_cache_ttl,
+                instance: Uuid::new_v4(),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.inner.live.load(Ordering::Acquire)
+    }
+
+    /// The pub/sub channel invalidations travel on (namespaced like keys).
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    fn redis_key(&self, id: Uuid) -> String {
+        self.inner.redis.key(&format!("order:{id}"))
+    }
+
+    /// The order, from the nearest level that has it; `None` if it does not
+    /// exist. Authorization is the caller's job.
+    pub async fn get(
+        &self,
+        pool: &Pool,
+        id: Uuid,
+    ) -> Result<Option<Arc<CachedOrder>>, LookupError> {
+        let inner = &self.inner;
+        let live = inner.live.load(Ordering::Acquire);
+        if live {
+            if let Some(hit) = inner.local.get(&id) {
+                inner.metrics.local_hit.inc();
+                return Ok(Some(hit));
+            }
+            inner.metrics.local_miss.inc();
+        }
+        let generation = inner.generation.load(Ordering::Acquire);
+
+        match self.redis_get(id).await {
+            Ok(Some(hit)) => {
+                inner.metrics.redis_hit.inc();
+                let hit = Arc::new(hit);
+                self.fill_local(generation, &hit);
+                return Ok(Some(hit));
+            }
+            Ok(None) => {
+                inner.metrics.redis_miss.inc();
+            }
+            Err(e) => {
+                // Degrade to the database rather than fail the read.
+                inner.metrics.redis_error.inc();
+                tracing::warn!(error = %e, "order cache: Redis read failed");
+            }
+        }
+
+        let client = pool.get().await.map_err(keel_db::Error::from)?;
+        let order = match keel_store::orders::get(&client, id, Scope::All).await {
+            Ok(order) => order,
+            Err(keel_store::Error::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        drop(client);
+        let cached = Arc::new(
+            CachedOrder::new(order).map_err(|e| keel_store::Error::Corrupt(e.to_string()))?,
+        );
+        if let Err(e) = self.redis_set(&cached).await {
+            inner.metrics.redis_error.inc();
+            tracing::warn!(error = %e, "order cache: Redis fill failed");
+        }
+        self.fill_local(generation, &cached);
+        Ok(Some(cached))
+    }
+
+    /// After a committed write: Redis gets the new version, this instance's
+    /// entry is replaced, and every other instance is told to evict its own.
+    /// Failures are logged, not returned: the write has committed, and the
+    /// TTLs bound how long a missed invalidation can matter.
+    pub async fn written(&self, order: &Order) -> Option<Arc<CachedOrder>> {
+        let inner = &self.inner;
+        let cached = match CachedOrder::new(order.clone()) {
+            Ok(cached) => Arc::new(cached),
+            Err(e) => {
+                tracing::error!(error = %e, "order cache: cannot serialise an order");
+                self.evict_local(order.id);
+                return None;
+            }
+        };
+        if let Err(e) = self.redis_set(&cached).await {
+            inner.metrics.redis_error.inc();
+            tracing::warn!(error = %e, order_id = %order.id, "order cache: Redis write-through failed");
+        }
+        {
+            let _guard = inner.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
+            inner.generation.fetch_add(1, Ordering::AcqRel);
+            if inner.live.load(Ordering::Acquire) {
+                inner.local.insert(order.id, cached.clone());
+            }
+        }
+        if let Err(e) = self.publish(order.id).await {
+            inner.metrics.redis_error.inc();
+            tracing::warn!(error = %e, order_id = %order.id, "order cache: invalidation broadcast failed");
+        }
+        Some(cached)
+    }
+
+    /// Handles a message from the invalidation channel.
+    pub fn on_message(&self, payload: &str) {
+        let Some((instance, id)) = payload.split_once(':') else {
+            return;
+        };
+        if instance == self.inner.instance.to_string() {
+            // Our own write: already applied locally, with the new version.
+            return;
+        }
+        if let Ok(id) = id.parse() {
+            self.evict_local(id);
+        }
+    }
+
+    /// The subscription is up (`true`) or lost (`false`). Either way the
+    /// in-process entries may have missed invalidations: drop them all.
+    pub fn set_live(&self, live: bool) {
+        let inner = &self.inner;
+        let _guard = inner.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.generation.fetch_add(1, Ordering::AcqRel);
+        inner.live.store(live, Ordering::Release);
+        inner.local.invalidate_all();
+    }
+
+    fn evict_local(&self, id: Uuid) {
+        let inner = &self.inner;
+        let _guard = inner.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
+        inner.generation.fetch_add(1, Ordering::AcqRel);
+        inner.local.invalidate(&id);
+    }
+
+    fn fill_local(&self, generation: u64, cached: &Arc<CachedOrder>) {
+        let inner = &self.inner;
+        let _guard = inner.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.live.load(Ordering::Acquire)
+            && inner.generation.load(Ordering::Acquire) == generation
+        {
+            inner.local.insert(cached.order.id, cached.clone());
+        }
+    }
+
+    async fn redis_get(&self, id: Uuid) -> Result<Option<CachedOrder>, anyhow::Error> {
+        let mut conn = self.inner.redis.connection().await?;
+        let body: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.redis_key(id))
+            .arg("b")
+            .query_async(&mut conn)
+            .await?;
+        Ok(match body {
+            Some(body) => Some(CachedOrder::from_body(Bytes::from(body))?),
+            None => None,
+        })
+    }
+
+    async fn redis_set(&self, cached: &CachedOrder) -> Result<(), anyhow::Error> {
+        let mut conn = self.inner.redis.connection().await?;
+        let ttl_ms = u64::try_from(self.inner.redis_ttl.as_millis()).unwrap_or(u64::MAX);
+        let _stored: i64 = SET_IF_NEWER
+            .key(self.redis_key(cached.order.id))
+            .arg(cached.version())
+            .arg(cached.body.as_ref())
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn publish(&self, id: Uuid) -> Result<(), anyhow::Error> {
+        let mut conn = self.inner.redis.connection().await?;
+        let _receivers: i64 = redis::cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(format!("{}:{id}", self.inner.instance))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_etag_is_a_quoted_strong_validator() {
+        let tag = etag(b"{}");
+        assert_eq!(tag.len(), 34);
+        assert!(tag.starts_with('"') && tag.ends_with('"'));
+        assert_ne!(tag, etag(b"{ }"));
+    }
+}

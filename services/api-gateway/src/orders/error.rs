@@ -1,0 +1,130 @@
+//! The orders area's API errors: one variant per answer, each with a stable
+//! problem `type`, and every database failure mapped in [`From<keel_store::Error>`].
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, ResponseError};
+use keel_http::{FieldError, Problem};
+use keel_store::domain::{IllegalTransition, Invalid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    #[error("order not found")]
+    NotFound,
+    #[error("invalid input")]
+    Validation(Vec<Invalid>),
+    /// Already a problem (the JSON extractor's 400/413/422).
+    #[error("{0}")]
+    Body(Box<Problem>),
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("external_id already used")]
+    DuplicateExternalId,
+    #[error("Idempotency-Key reused with a different request")]
+    IdempotencyKeyReused,
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] keel_store::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl OrdersError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![Invalid::new(field, message)])
+    }
+
+    fn problem(&self) -> Problem {
+        match self {
+            OrdersError::NotFound => {
+                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order Not Found")
+                    .with_detail("No order with this id exists, or it is not yours.")
+            }
+            OrdersError::Validation(errors) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid input",
+            )
+            .with_errors(
+                errors
+                    .iter()
+                    .map(|e| FieldError::new(&e.field, &e.message))
+                    .collect(),
+            ),
+            OrdersError::Body(problem) => (**problem).clone(),
+            OrdersError::IllegalTransition(t) => Problem::new(
+                StatusCode::CONFLICT,
+                "illegal-transition",
+                "Illegal Status Transition",
+            )
+            .with_detail(t.to_string()),
+            OrdersError::DuplicateExternalId => Problem::new(
+                StatusCode::CONFLICT,
+                "duplicate-external-id",
+                "Duplicate External Id",
+            )
+            .with_errors(vec![FieldError::new(
+                "external_id",
+                "an order with this external_id already exists",
+            )]),
+            OrdersError::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key Reused",
+            )
+            .with_detail("This Idempotency-Key was used with a different request; use a new key.")
+            .with_errors(vec![FieldError::new(
+                "Idempotency-Key",
+                "was already used with a different request",
+            )]),
+            OrdersError::Unavailable(_) => {
+                Problem::unavailable("The order store is unreachable; retry shortly.")
+            }
+            OrdersError::Unexpected(_) => Problem::internal(),
+        }
+    }
+}
+
+impl From<keel_store::Error> for OrdersError {
+    fn from(error: keel_store::Error) -> Self {
+        match error {
+            keel_store::Error::NotFound => OrdersError::NotFound,
+            keel_store::Error::IllegalTransition(t) => OrdersError::IllegalTransition(t),
+            keel_store::Error::DuplicateExternalId => OrdersError::DuplicateExternalId,
+            keel_store::Error::InvalidCursor => {
+                OrdersError::invalid("cursor", "is not a cursor this API issued")
+            }
+            e if e.is_unavailable() => OrdersError::Unavailable(e),
+            e => OrdersError::Unexpected(e.into()),
+        }
+    }
+}
+
+impl From<keel_db::Error> for OrdersError {
+    fn from(error: keel_db::Error) -> Self {
+        keel_store::Error::from(error).into()
+    }
+}
+
+impl ResponseError for OrdersError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            OrdersError::Unexpected(e) => {
+                tracing::error!(error = ?e, "orders request failed unexpectedly");
+            }
+            OrdersError::Unavailable(e) => {
+                tracing::warn!(error = %e, "order store unavailable");
+            }
+            _ => {}
+        }
+        let problem = self.problem();
+        let mut response = problem.response_builder();
+        if matches!(self, OrdersError::Unavailable(_)) {
+            response.insert_header((RETRY_AFTER, "1"));
+        }
+        response.json(&problem)
+    }
+}

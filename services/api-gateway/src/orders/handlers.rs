@@ -1,0 +1,317 @@
+//! HTTP handlers of `/api/v1/orders`: parse and validate at the edge, call
+//! `keel_store`, keep the cache coherent, render.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use keel_store::cursor::Cursor;
+use keel_store::domain::{Invalid, NewOrder, Order, OrderStatus, RawNewOrder, Scope, Source};
+use keel_store::idempotency::{self, Claim, Fingerprint, StoredResponse};
+use keel_store::orders::{self, DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::identity::Caller;
+use crate::orders::Orders;
+use crate::orders::cache::CachedOrder;
+use crate::orders::error::OrdersError;
+
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+const JSON: &str = "application/json";
+
+fn scope(caller: &Caller) -> Scope {
+    if caller.is_admin {
+        Scope::All
+    } else {
+        Scope::User(caller.user_id)
+    }
+}
+
+/// Ids that are not UUIDs name no order: 404, like a missing one.
+fn order_id(raw: &str) -> Result<Uuid, OrdersError> {
+    raw.parse().map_err(|_| OrdersError::NotFound)
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, OrdersError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(OrdersError::invalid(
+            IDEMPOTENCY_KEY,
+            "must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// `POST /orders`. With an `Idempotency-Key`, the key is claimed in the
+/// order's own transaction (see `keel_store::idempotency`): a retry replays
+/// the stored response, a concurrent duplicate waits for the first and then
+/// replays it, and another body under the key is refused.
+pub async fn create(
+    req: HttpRequest,
+    caller: Caller,
+    orders: web::Data<Orders>,
+    body: web::Bytes,
+) -> Result<HttpResponse, OrdersError> {
+    let key = idempotency_key(&req)?;
+    let raw: RawNewOrder = keel_http::json::parse(&body).map_err(OrdersError::Body)?;
+    let new =
+        NewOrder::parse(raw, Some(caller.user_id), Source::Api).map_err(OrdersError::Validation)?;
+
+    let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
+    let tx = client.transaction().await.map_err(keel_db::Error::from)?;
+    if let Some(key) = &key {
+        let fingerprint = Fingerprint::of("POST", req.path(), &body);
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(orders.idempotency_ttl)
+                .map_err(|e| OrdersError::Unexpected(e.into()))?;
+        match idempotency::claim(&tx, caller.user_id, key, fingerprint, expires_at).await? {
+            Claim::Claimed => {}
+            Claim::Replay(stored) => {
+                // Nothing was written; end the transaction before answering.
+                tx.rollback().await.map_err(keel_db::Error::from)?;
+                return Ok(replay(&stored));
+            }
+            Claim::Mismatch => return Err(OrdersError::IdempotencyKeyReused),
+        }
+    }
+    let order = orders::create(&tx, &new).await?;
+    let cached = CachedOrder::new(order).map_err(|e| OrdersError::Unexpected(e.into()))?;
+    let location = format!("{}/{}", req.path().trim_end_matches('/'), cached.order.id);
+    if let Some(key) = &key {
+        let stored = StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: cached.body.to_vec(),
+            location: Some(location.clone()),
+        };
+        idempotency::complete(&tx, caller.user_id, key, &stored).await?;
+    }
+    tx.commit().await.map_err(keel_db::Error::from)?;
+    drop(client);
+    orders.cache.written(&cached.order).await;
+
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::ETAG, cached.etag.clone()))
+        .content_type(JSON)
+        .body(cached.body.clone()))
+}
+
+/// The stored first response, marked as a replay (as Stripe does).
+fn replay(stored: &StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = HttpResponse::build(status);
+    response
+        .content_type(JSON)
+        .insert_header(("Idempotent-Replayed", "true"));
+    if let Some(location) = &stored.location {
+        response.insert_header((header::LOCATION, location.as_str()));
+    }
+    response.body(stored.body.clone())
+}
+
+/// `GET /orders/{id}`: read through the cache, then authorize against the
+/// order's owner (on hits too), then honour `If-None-Match`.
+pub async fn get(
+    req: HttpRequest,
+    caller: Caller,
+    orders: web::Data<Orders>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, OrdersError> {
+    let id = order_id(&id)?;
+    let cached = orders
+        .cache
+        .get(&orders.pool, id)
+        .await?
+        .filter(|c| c.order.visible_to(scope(&caller)))
+        .ok_or(OrdersError::NotFound)?;
+    Ok(respond_with(&req, &cached))
+}
+
+fn respond_with(req: &HttpRequest, cached: &Arc<CachedOrder>) -> HttpResponse {
+    let etag = HeaderValue::from_str(&cached.etag).ok();
+    if let Some(etag) = &etag
+        && none_match(req, &cached.etag)
+    {
+        return HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag.clone()))
+            .finish();
+    }
+    let mut response = HttpResponse::Ok();
+    if let Some(etag) = etag {
+        response.insert_header((header::ETAG, etag));
+    }
+    response
+        // Per user, and always revalidated: the ETag makes that cheap.
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .content_type(JSON)
+        .body(cached.body.clone())
+}
+
+/// True when `If-None-Match` lists `etag` (weak comparison, as RFC 9110
+/// prescribes for this header) or is `*`.
+fn none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+/// Query parameters of `GET /orders`, as strings: each is validated below
+/// so a bad one is reported by name.
+#[derive(Debug, Default, Deserialize)]
+struct RawListParams {
+    status: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct OrderPage {
+    items: Vec<Order>,
+    next_cursor: Option<String>,
+}
+
+fn parse_list_params(query: &str) -> Result<ListQuery, OrdersError> {
+    let raw: RawListParams = serde_urlencoded_query(query)?;
+    let mut errors = Vec::new();
+    let mut report = |field: &str, message: String| errors.push(Invalid::new(field, message));
+    let status = raw
+        .status
+        .as_deref()
+        .and_then(|s| OrderStatus::parse(s).map_err(|m| report("status", m)).ok());
+    let time = |field: &str, value: Option<&str>, report: &mut dyn FnMut(&str, String)| {
+        value.and_then(|v| match DateTime::parse_from_rfc3339(v) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                report(field, "must be an RFC 3339 timestamp".to_owned());
+                None
+            }
+        })
+    };
+    let created_after = time("created_after", raw.created_after.as_deref(), &mut report);
+    let created_before = time("created_before", raw.created_before.as_deref(), &mut report);
+    let limit = match raw.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                report(
+                    "limit",
+                    format!("must be an integer between 1 and {MAX_LIMIT}"),
+                );
+                DEFAULT_LIMIT
+            }
+        },
+    };
+    let cursor = raw.cursor.as_deref().and_then(|c| {
+        Cursor::decode(c)
+            .map_err(|_| report("cursor", "is not a cursor this API issued".to_owned()))
+            .ok()
+    });
+    if !errors.is_empty() {
+        return Err(OrdersError::Validation(errors));
+    }
+    Ok(ListQuery {
+        status,
+        created_after,
+        created_before,
+        cursor,
+        limit,
+    })
+}
+
+fn serde_urlencoded_query(query: &str) -> Result<RawListParams, OrdersError> {
+    web::Query::<RawListParams>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|e| OrdersError::invalid("query", e.to_string()))
+}
+
+/// `GET /orders`: the caller's orders (an admin's: everyone's), newest first.
+pub async fn list(
+    req: HttpRequest,
+    caller: Caller,
+    orders: web::Data<Orders>,
+) -> Result<HttpResponse, OrdersError> {
+    let query = parse_list_params(req.query_string())?;
+    let client = orders.pool.get().await.map_err(keel_db::Error::from)?;
+    let page = orders::list(&client, scope(&caller), &query).await?;
+    Ok(HttpResponse::Ok().json(OrderPage {
+        items: page.items,
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusChange {
+    status: String,
+}
+
+/// `PATCH /orders/{id}` `{status}`: a state-machine transition (409 if illegal).
+pub async fn update(
+    req: HttpRequest,
+    caller: Caller,
+    orders: web::Data<Orders>,
+    id: web::Path<String>,
+    body: keel_http::json::Json<StatusChange>,
+) -> Result<HttpResponse, OrdersError> {
+    let id = order_id(&id)?;
+    let next = OrderStatus::parse(&body.status).map_err(|m| OrdersError::invalid("status", m))?;
+    let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
+    let order = orders::update_status(&mut client, id, scope(&caller), next).await?;
+    drop(client);
+    match orders.cache.written(&order).await {
+        Some(cached) => Ok(respond_with(&req, &cached)),
+        None => Ok(HttpResponse::Ok().json(order)),
+    }
+}
+
+/// `DELETE /orders/{id}`: cancels (the order stays, `cancelled`) → 204.
+pub async fn cancel(
+    caller: Caller,
+    orders: web::Data<Orders>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, OrdersError> {
+    let id = order_id(&id)?;
+    let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
+    let order = orders::cancel(&mut client, id, scope(&caller)).await?;
+    drop(client);
+    orders.cache.written(&order).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bad_list_parameters_are_reported_by_name() {
+        let Err(OrdersError::Validation(errors)) =
+            parse_list_params("status=lost&limit=501&created_after=yesterday&cursor=zz")
+        else {
+            panic!("expected a validation error");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["status", "created_after", "limit", "cursor"]);
+    }
+
+    #[test]
+    fn list_parameters_default_to_fifty_newest() {
+        let query = parse_list_params("").unwrap();
+        assert_eq!(query.limit, DEFAULT_LIMIT);
+        assert!(query.status.is_none() && query.cursor.is_none());
+    }
+}

@@ -1,0 +1,144 @@
+//! The orders area: `/api/v1/orders`.
+//!
+//! # Layout
+//! - [`handlers`]: the five endpoints, thin over `keel_store` (domain,
+//!   queries, idempotency records) and the cache.
+//! - [`cache`]: the read-through cache for `GET /orders/{id}` (in-process →
+//!   Redis → PostgreSQL) and its hit/miss metrics.
+//! - [`invalidation`]: the Redis pub/sub subscriber that evicts in-process
+//!   entries written through other instances.
+//! - [`openapi`]: the area's part of the OpenAPI document.
+//! - [`error`]: [`error::OrdersError`], the area's answers as problems.
+//! - [`settings`]: the `[orders]` configuration section.
+//!
+//! Design and trade-offs: `docs/adr/0009-orders-cache-and-idempotency.md`.
+
+pub mod cache;
+pub mod error;
+pub mod handlers;
+pub mod invalidation;
+pub mod openapi;
+pub mod settings;
+
+use std::time::Duration;
+
+use actix_web::web;
+use keel_cache::{Redis, RedisSettings};
+use keel_db::Pool;
+use keel_http::Problem;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::orders::cache::{CacheMetrics, OrderCache};
+use crate::orders::invalidation::Subscriber;
+use crate::orders::settings::OrdersSettings;
+
+/// What the handlers share (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Orders {
+    pool: Pool,
+    cache: OrderCache,
+    idempotency_ttl: Duration,
+}
+
+/// The area, built at start-up: its state for the routes, and the
+/// invalidation subscriber to spawn on the main runtime.
+#[derive(Debug)]
+pub struct OrdersArea {
+    pub state: Orders,
+    pub subscriber: Subscriber,
+}
+
+impl OrdersArea {
+    pub fn build(
+        pool: Pool,
+        redis: Redis,
+        redis_settings: &RedisSettings,
+        settings: &OrdersSettings,
+        registry: &mut Registry,
+    ) -> Result<Self, keel_cache::Error> {
+        let cache = OrderCache::new(redis, settings, CacheMetrics::register(registry));
+        let subscriber = Subscriber::new(redis_settings, cache.clone())?;
+        Ok(Self {
+            state: Orders {
+                pool,
+                cache,
+                idempotency_ttl: settings.idempotency_ttl,
+            },
+            subscriber,
+        })
+    }
+}
+
+impl Orders {
+    /// True while this instance hears cache invalidations (its in-process
+    /// cache is in use only then).
+    pub fn cache_is_live(&self) -> bool {
+        self.cache.is_live()
+    }
+
+    /// The area's background work until `shutdown`: the cache's
+    /// invalidation subscriber, and pruning of expired idempotency keys.
+    /// Spawn it on the main runtime (actix workers come and go).
+    pub async fn run_background(self, subscriber: Subscriber, shutdown: CancellationToken) {
+        tokio::join!(
+            subscriber.run(shutdown.clone()),
+            prune_idempotency_keys(self.pool, shutdown)
+        );
+    }
+}
+
+/// How often expired `Idempotency-Key` records are deleted, and how many
+/// per statement.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+const PRUNE_BATCH: i64 = 1000;
+
+async fn prune_idempotency_keys(pool: Pool, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+        loop {
+            let pruned = match pool.get().await {
+                Ok(client) => keel_store::idempotency::prune_expired(&client, PRUNE_BATCH).await,
+                Err(e) => Err(keel_db::Error::from(e).into()),
+            };
+            match pruned {
+                Ok(n) if n == PRUNE_BATCH as u64 && !shutdown.is_cancelled() => continue,
+                Ok(n) => {
+                    tracing::debug!(pruned = n, "expired idempotency keys pruned");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning idempotency keys failed; retrying later");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Mounts `/orders` and `/orders/{id}` inside the caller's `/api/v1` scope.
+/// Every route needs a [`crate::identity::Caller`] (the authentication
+/// middleware's job); other methods get a 405 problem.
+pub fn configure(cfg: &mut web::ServiceConfig, orders: Orders) {
+    cfg.app_data(web::Data::new(orders))
+        .service(
+            web::resource("/orders")
+                .route(web::post().to(handlers::create))
+                .route(web::get().to(handlers::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/orders/{id}")
+                .route(web::get().to(handlers::get))
+                .route(web::patch().to(handlers::update))
+                .route(web::delete().to(handlers::cancel))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+async fn method_not_allowed() -> actix_web::HttpResponse {
+    Problem::method_not_allowed().to_response()
+}

@@ -1,0 +1,449 @@
+//! `/api/v1/orders`: create, get, list, transitions, cancel, validation,
+//! scoping, ETags and the outbox, against real PostgreSQL and Redis.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::orders_support::{As, OrdersEnv, outbox_events, sample_order};
+
+#[tokio::test]
+async fn creating_an_order_answers_201_with_the_order_and_its_location() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+
+    let response = app.create(me, &sample_order()).await;
+
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(response.headers().contains_key("etag"));
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/v1/orders/{}", order["id"].as_str().unwrap())
+    );
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["currency"], "EUR");
+    assert_eq!(order["total_cents"], 2 * 1500 + 899);
+    assert_eq!(order["user_id"], me.user.to_string());
+    assert_eq!(order["source"], "api");
+    assert_eq!(order["external_id"], Value::Null);
+    assert_eq!(order["customer_email"], "ada@example.com");
+    assert_eq!(
+        order["items"],
+        json!([
+            {"sku": "TSHIRT-M", "quantity": 2, "unit_price_cents": 1500},
+            {"sku": "MUG", "quantity": 1, "unit_price_cents": 899}
+        ])
+    );
+    let keys: Vec<&str> = order
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "currency",
+            "customer_email",
+            "external_id",
+            "id",
+            "items",
+            "source",
+            "status",
+            "total_cents",
+            "updated_at",
+            "user_id"
+        ]
+    );
+
+    let fetched = app.get(me, order["id"].as_str().unwrap()).await;
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.json::<Value>().await.unwrap(), order);
+}
+
+#[tokio::test]
+async fn creating_an_order_writes_order_created_to_the_outbox() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let order = app.create_ok(As::customer()).await;
+
+    let events = outbox_events(env.pool(), "order.created").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["order_id"], order["id"]);
+    assert_eq!(events[0]["data"]["total_cents"], order["total_cents"]);
+    assert_eq!(events[0]["data"]["status"], "pending");
+}
+
+#[tokio::test]
+async fn invalid_orders_are_refused_with_422_naming_each_field() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let body = json!({
+        "currency": "eur",
+        "items": [
+            {"sku": "OK", "quantity": 1, "unit_price_cents": 100},
+            {"sku": "", "quantity": 10001, "unit_price_cents": -5}
+        ],
+        "customer_email": "not-an-email"
+    });
+
+    let response = app.create(As::customer(), &body).await;
+
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "currency",
+            "customer_email",
+            "items[1].sku",
+            "items[1].quantity",
+            "items[1].unit_price_cents"
+        ]
+    );
+    assert!(outbox_events(env.pool(), "order.created").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_wrongly_typed_field_is_named_too() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let body = json!({"currency": "EUR", "items": [{"sku": "A", "quantity": "two", "unit_price_cents": 1}]});
+
+    let response = app.create(As::customer(), &body).await;
+
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "items[0].quantity");
+}
+
+#[tokio::test]
+async fn an_external_id_can_be_used_once() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let mut body = sample_order();
+    body["external_id"] = json!("shop-42");
+
+    assert_eq!(app.create(As::customer(), &body).await.status(), 201);
+    let again = app.create(As::customer(), &body).await;
+
+    assert_eq!(again.status(), 409);
+    let problem: Value = again.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:duplicate-external-id");
+}
+
+#[tokio::test]
+async fn someone_elses_order_is_not_found() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let order = app.create_ok(As::customer()).await;
+    let id = order["id"].as_str().unwrap();
+    let stranger = As::customer();
+
+    // Twice: the second read would come from the cache.
+    for _ in 0..2 {
+        let response = app.get(stranger, id).await;
+        assert_eq!(response.status(), 404);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    assert_eq!(app.patch_status(stranger, id, "paid").await.status(), 404);
+    assert_eq!(app.cancel(stranger, id).await.status(), 404);
+    // An admin sees it.
+    assert_eq!(app.get(As::admin(), id).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_not_found() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    assert_eq!(
+        app.get(me, &uuid::Uuid::new_v4().to_string())
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(app.get(me, "not-a-uuid").await.status(), 404);
+}
+
+#[tokio::test]
+async fn orders_need_a_caller() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let response = app
+        .client
+        .get(format!("{}/api/v1/orders", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+}
+
+#[tokio::test]
+async fn an_order_moves_through_its_states_and_each_change_is_an_event() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+
+    let paid = app.patch_status(me, id, "paid").await;
+    assert_eq!(paid.status(), 200);
+    let paid: Value = paid.json().await.unwrap();
+    assert_eq!(paid["status"], "paid");
+    assert!(paid["updated_at"].as_str() > order["updated_at"].as_str());
+
+    let fulfilled: Value = app
+        .patch_status(me, id, "fulfilled")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fulfilled["status"], "fulfilled");
+
+    let events = outbox_events(env.pool(), "order.updated").await;
+    let changes: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["data"]["previous_status"].as_str().unwrap(),
+                e["data"]["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(changes, [("pending", "paid"), ("paid", "fulfilled")]);
+}
+
+#[tokio::test]
+async fn an_illegal_transition_is_a_409_and_changes_nothing() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+
+    let response = app.patch_status(me, id, "fulfilled").await;
+
+    assert_eq!(response.status(), 409);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:illegal-transition");
+    let current: Value = app.get(me, id).await.json().await.unwrap();
+    assert_eq!(current["status"], "pending");
+    assert!(outbox_events(env.pool(), "order.updated").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_status_is_a_422_naming_status() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+
+    let response = app
+        .patch_status(me, order["id"].as_str().unwrap(), "shipped")
+        .await;
+
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "status");
+}
+
+#[tokio::test]
+async fn deleting_cancels_softly_and_again_is_harmless() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+
+    assert_eq!(app.cancel(me, id).await.status(), 204);
+    assert_eq!(app.cancel(me, id).await.status(), 204);
+
+    let current: Value = app.get(me, id).await.json().await.unwrap();
+    assert_eq!(current["status"], "cancelled");
+    // One change, one event.
+    assert_eq!(outbox_events(env.pool(), "order.updated").await.len(), 1);
+    // A cancelled order is final.
+    assert_eq!(app.patch_status(me, id, "paid").await.status(), 409);
+}
+
+#[tokio::test]
+async fn a_matching_if_none_match_gets_304() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+    let etag = app.get(me, id).await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let not_modified = app
+        .request(Method::GET, &format!("/api/v1/orders/{id}"), me)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(not_modified.headers()["etag"].to_str().unwrap(), etag);
+
+    // After a change the old tag no longer matches.
+    app.patch_status(me, id, "paid").await;
+    let changed = app
+        .request(Method::GET, &format!("/api/v1/orders/{id}"), me)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn customers_list_only_their_own_orders_newest_first_and_admins_see_all() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let (me, other) = (As::customer(), As::customer());
+    let first = app.create_ok(me).await;
+    let second = app.create_ok(me).await;
+    app.create_ok(other).await;
+
+    let page: Value = app.list(me, "").await.json().await.unwrap();
+    let ids: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, [&second["id"], &first["id"]]);
+    assert_eq!(page["next_cursor"], Value::Null);
+
+    let all: Value = app.list(As::admin(), "").await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_order_exactly_once() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let mut created = Vec::new();
+    for _ in 0..7 {
+        created.push(app.create_ok(me).await["id"].clone());
+    }
+    created.reverse();
+
+    let mut seen = Vec::new();
+    let mut query = "?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let page: Value = app.list(me, &query).await.json().await.unwrap();
+        pages += 1;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created);
+}
+
+#[tokio::test]
+async fn listing_filters_by_status_and_creation_time() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let old = app.create_ok(me).await;
+    let paid = app.create_ok(me).await;
+    app.patch_status(me, paid["id"].as_str().unwrap(), "paid")
+        .await;
+
+    let only_paid: Value = app.list(me, "?status=paid").await.json().await.unwrap();
+    let ids: Vec<&Value> = only_paid["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, [&paid["id"]]);
+
+    let since = paid["created_at"].as_str().unwrap();
+    let after: Value = app
+        // RFC 3339 in UTC ("Z"): nothing to percent-encode.
+        .list(me, &format!("?created_after={since}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = after["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, [&paid["id"]]);
+
+    let before: Value = app
+        // RFC 3339 in UTC ("Z"): nothing to percent-encode.
+        .list(me, &format!("?created_before={since}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = before["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, [&old["id"]]);
+}
+
+#[tokio::test]
+async fn bad_list_parameters_are_a_422_naming_them() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let response = app
+        .list(
+            As::customer(),
+            "?limit=0&status=lost&cursor=nonsense&created_before=soon",
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    let mut fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["created_before", "cursor", "limit", "status"]);
+}
