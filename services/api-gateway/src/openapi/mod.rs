@@ -73,6 +73,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = EdgeApi::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     // Areas merge their own `#[derive(OpenApi)]` here.
+    doc.merge(crate::orders::openapi::OrdersApi::openapi());
     doc
 }
 
