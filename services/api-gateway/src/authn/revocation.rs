@@ -1,11 +1,13 @@
 //! Optional check that a token's session is still alive.
 //!
 //! Access tokens outlive a logout by up to their lifetime; deployments that
-//! cannot accept that turn this on. The auth service marks a revoked
-//! session with a Redis key (`authn.revocation.key`, `{sid}` replaced); the
-//! answer is cached for `cache_ttl` so the check costs one Redis round trip
-//! per session per interval, not per request. Redis down → the token is
-//! accepted (logged): revocation narrows a window, it is not the only gate.
+//! cannot accept that turn this on. The auth service keeps each live session
+//! as a Redis hash `auth:session:{sid}` and deletes it on logout, logout-all,
+//! password change and refresh-token reuse (ADR 0008), so a token whose
+//! session key is gone is refused. The answer is cached for `cache_ttl`, so
+//! the check costs one Redis round trip per session per interval, not per
+//! request. Redis down → the token is accepted (logged): revocation narrows
+//! a window, it is not the only gate.
 
 use std::time::Duration;
 
@@ -53,11 +55,11 @@ impl Revocation {
         let key = self.redis.key(&self.key.replace("{sid}", &sid.to_string()));
         let lookup = async {
             let mut conn = self.redis.connection().await?;
-            let exists: bool = redis::cmd("EXISTS")
+            let found: i64 = redis::cmd("EXISTS")
                 .arg(&key)
                 .query_async(&mut conn)
                 .await?;
-            Ok::<_, keel_cache::Error>(exists)
+            Ok::<_, keel_cache::Error>(found == 0)
         };
         match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
             Ok(Ok(revoked)) => {

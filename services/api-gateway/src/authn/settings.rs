@@ -32,8 +32,9 @@ pub struct AuthnSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RevocationSettings {
     pub enabled: bool,
-    /// Redis key (under the shared key prefix) whose existence marks a
-    /// session revoked; `{sid}` is replaced by the token's session id.
+    /// Redis key (under the shared key prefix) of a live session, as the
+    /// auth service writes it; `{sid}` is replaced by the token's session
+    /// id. A missing key means the session was revoked or expired.
     pub key: String,
     /// How long a lookup's answer is reused.
     #[serde(with = "humantime_serde")]

@@ -35,10 +35,11 @@ use serde::Deserialize;
 
 use crate::identity::Caller;
 
-/// `{allowed, remaining, reset_ms, retry_after_ms}`; times from Redis's clock.
+/// `{allowed, remaining, reset_us, retry_after_us}`; times in microseconds
+/// from Redis's clock (doubles hold them exactly until the year 2255).
 const GCRA: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local period = interval * limit
@@ -49,7 +50,7 @@ local allow_at = new_tat - period
 if now < allow_at then
   return {0, 0, tat - now, allow_at - now}
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 return {1, math.floor((period - (new_tat - now)) / interval), new_tat - now, 0}
 ";
 
@@ -94,10 +95,10 @@ impl Validate for RateLimitSettings {
                         .within("rate_limit"),
                 );
             };
-            if limit.limit == 0 || limit.period.as_millis() < u128::from(limit.limit) {
+            if limit.limit == 0 || limit.period.as_micros() < u128::from(limit.limit) {
                 return Err(Invalid::new(
                     class,
-                    "needs limit >= 1 and a period of at least 1 ms per request",
+                    "needs limit >= 1 and a period of at least 1 µs per request",
                 )
                 .within("classes")
                 .within("rate_limit"));
@@ -205,15 +206,15 @@ impl RateLimiter {
         let Some(limit) = self.settings.classes.get(class).copied() else {
             return Ok(None);
         };
-        let interval_ms =
-            u64::try_from(limit.period.as_millis() / u128::from(limit.limit)).unwrap_or(u64::MAX);
+        let interval_us =
+            u64::try_from(limit.period.as_micros() / u128::from(limit.limit)).unwrap_or(u64::MAX);
         let key = self.redis.key(&format!("ratelimit:{class}:{subject}"));
         let call = async {
             let mut conn = self.redis.connection().await?;
             let reply: Vec<i64> = self
                 .script
                 .key(key)
-                .arg(interval_ms)
+                .arg(interval_us)
                 .arg(limit.limit)
                 .invoke_async(&mut conn)
                 .await?;
@@ -222,14 +223,15 @@ impl RateLimiter {
         let reply = tokio::time::timeout(self.settings.timeout, call)
             .await
             .map_err(|_| LimiterError::Timeout(self.settings.timeout))??;
-        let millis =
-            |i: usize| Duration::from_millis(reply.get(i).copied().unwrap_or(0).max(0) as u64);
+        let micros = |i: usize| {
+            Duration::from_micros(u64::try_from(reply.get(i).copied().unwrap_or(0)).unwrap_or(0))
+        };
         Ok(Some(Decision {
             allowed: reply.first().copied() == Some(1),
             limit: limit.limit,
-            remaining: reply.get(1).copied().unwrap_or(0).max(0) as u64,
-            reset: millis(2),
-            retry_after: millis(3),
+            remaining: u64::try_from(reply.get(1).copied().unwrap_or(0)).unwrap_or(0),
+            reset: micros(2),
+            retry_after: micros(3),
         }))
     }
 }

@@ -288,3 +288,48 @@ async fn the_trusted_proxy_header_from_anyone_else_is_ignored_and_stripped() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_revocation_checks_a_token_of_a_deleted_session_is_a_401() {
+    let upstream = FakeUpstream::start().await;
+    let (mut redis_url, mut prefix) = (String::new(), String::new());
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.authn.revocation.enabled = true;
+        s.authn.revocation.cache_ttl = Duration::from_millis(200);
+        redis_url = secrecy::ExposeSecret::expose_secret(&s.redis.url).to_owned();
+        prefix = s.redis.key_prefix.clone();
+    })
+    .await;
+    let claims = claims(Uuid::new_v4(), vec![Role::Customer]);
+    let token = upstream.sign(&claims);
+    let session_key = format!("{prefix}auth:session:{}", claims.sid);
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let get = || {
+        app.client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&token))
+            .send()
+    };
+
+    // The auth service keeps live sessions as hashes; this one exists.
+    let _: () = redis::cmd("HSET")
+        .arg(&session_key)
+        .arg("user")
+        .arg(claims.sub.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let response = get().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    // Logout deletes it: after the short cache interval the token stops working.
+    let _: () = redis::cmd("DEL")
+        .arg(&session_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_unauthorized(get().await.unwrap(), "session-revoked").await;
+}
