@@ -15,6 +15,7 @@ mod idempotency;
 mod openapi;
 mod operational;
 mod orders;
+mod orders_e2e;
 mod orders_support;
 mod process;
 mod proxy;
