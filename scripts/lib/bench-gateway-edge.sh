@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# shellcheck shell=bash
+#
+# The edge's part of scenario `gateway` (scripts/lib/bench-gateway.sh calls
+# bench_gateway_cached): authenticated cached GET /api/v1/orders/{id}
+# against bare actix-web, the same at half that rate for its latency, and
+# the cost of authentication itself: the same route on a second gateway
+# that identifies the caller by a trusted-proxy header instead of a JWT.
+
+# The last measured rate (req/s) of NAME in this run.
+bench_rate_of() {
+    python3 - "$BENCH_TMP/results.jsonl" "$1" <<'PY'
+import json, sys
+path, name = sys.argv[1:]
+rate = 0
+for line in open(path):
+    row = json.loads(line)
+    if row["name"] == name:
+        rate = row["rate"]
+print(int(rate))
+PY
+}
+
+# POSTs one order with the given header; prints its id.
+bench_create_order() {
+    local header=$1 url=$2
+    curl -fsS -H "$header" -H 'content-type: application/json' \
+        -d '{"currency":"EUR","items":[{"sku":"BENCH-1","quantity":1,"unit_price_cents":1000}]}' \
+        "$url/api/v1/orders" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+}
+
+# A second gateway on PORT that trusts X-Email from loopback (the caller is
+# then known without any token work).
+bench_start_trusted_gateway() {
+    local port=$1 config="$BENCH_TMP/gateway-trusted-proxy.toml"
+    cat >"$config" <<'TOML'
+[authn.trusted_proxy]
+enabled = true
+proxies = ["127.0.0.1/32"]
+TOML
+    KEEL_CONFIG_FILE="$config" KEEL_HTTP__PORT="$port" \
+        bench_spawn "$BENCH_TMP/logs/api-gateway-trusted.log" "$(service_bin release api-gateway)"
+    BENCH_PID_gateway_trusted=$BENCH_LAST_PID
+    wait_http_ok "http://127.0.0.1:$port/readyz" 60 || die "the trusted-proxy gateway did not become ready"
+}
+
+bench_gateway_cached() {
+    bench_gateway_token
+    local auth="Authorization: Bearer $BENCH_GATEWAY_TOKEN"
+    local id name rate
+    id="$(bench_create_order "$auth" "$BENCH_GATEWAY_URL")" || die "bench: cannot create an order"
+
+    # Closed loop: as fast as the gateway answers (JWT from the verified-
+    # token cache, rate limiter script in Redis, order from the in-process
+    # cache, ETag).
+    name="api-gateway GET /api/v1/orders/{id} (Bearer, cached)"
+    # shellcheck disable=SC2154 # BENCH_PID_api_gateway is set by bench_start_services
+    bench_http "$name" "$BENCH_HTTP_BASELINE" "$BENCH_GATEWAY_URL/api/v1/orders/$id" \
+        -H "$auth" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
+
+    # Open loop at half that rate: the latency a client sees when the
+    # gateway is busy but not saturated.
+    rate="$(bench_rate_of "$name")"
+    if ((rate > 1)); then
+        bench_http "api-gateway GET /api/v1/orders/{id} (Bearer, cached, at $((rate / 2)) req/s)" \
+            "$BENCH_HTTP_BASELINE" "$BENCH_GATEWAY_URL/api/v1/orders/$id" \
+            -H "$auth" --rate "$((rate / 2))" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
+    fi
+
+    # The same route without token verification: a gateway that takes the
+    # caller from a trusted-proxy header. The ratio Bearer / trusted-proxy
+    # is what authentication costs per request.
+    local port trusted_url who="X-Email: bench-$$@example.com" tid
+    port="$(pick_free_port)"
+    bench_start_trusted_gateway "$port"
+    trusted_url="http://127.0.0.1:$port"
+    tid="$(bench_create_order "$who" "$trusted_url")" || die "bench: cannot create an order via the trusted proxy"
+    # shellcheck disable=SC2154 # set by bench_start_trusted_gateway
+    bench_http "api-gateway GET /api/v1/orders/{id} (trusted-proxy header, cached)" "$BENCH_HTTP_BASELINE" \
+        "$trusted_url/api/v1/orders/$tid" -H "$who" --warmup 1 --target-pid "$BENCH_PID_gateway_trusted"
+    # Bearer again, now that both gateways are warm and share the cores the
+    # same way, so the pair is measured under the same conditions.
+    bench_http "api-gateway GET /api/v1/orders/{id} (Bearer, cached, 2nd gateway up)" \
+        "api-gateway GET /api/v1/orders/{id} (trusted-proxy header, cached)" \
+        "$BENCH_GATEWAY_URL/api/v1/orders/$id" -H "$auth" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
+    bench_kill "$BENCH_PID_gateway_trusted"
+}
