@@ -37,3 +37,35 @@ fn a_bad_configuration_value_exits_2_naming_the_key() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("database.max_connections"), "{stderr}");
 }
+
+#[tokio::test]
+async fn create_admin_creates_the_account_once_and_is_idempotent() {
+    let db = TestDatabase::create(auth::SCHEMA, &auth::startup::migrations()).await;
+    let run = || {
+        std::process::Command::new(BINARY)
+            .args(["create-admin", "--email", "Root@Example.com"])
+            .env("KEEL_DATABASE__URL", db.url())
+            .env("KEEL_ADMIN_PASSWORD", "a long admin passphrase")
+            .env("KEEL_TELEMETRY__FILTER", "error")
+            .output()
+            .expect("the binary runs")
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stderr).contains("Created"));
+    let second = run();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("AlreadyAdmin"));
+
+    let client = db.pool().get().await.unwrap();
+    let row = client
+        .query_one("SELECT email, roles FROM users", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "root@example.com");
+    assert_eq!(row.get::<_, Vec<String>>(1), ["customer", "admin"]);
+}

@@ -55,7 +55,12 @@ const PASSWORD: &str = "bench horse battery staple";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let report = match Cli::parse().mode {
-        Mode::Hash { memory_kib, iterations, parallelism, n } => hash(memory_kib, iterations, parallelism, n)?,
+        Mode::Hash {
+            memory_kib,
+            iterations,
+            parallelism,
+            n,
+        } => hash(memory_kib, iterations, parallelism, n)?,
         Mode::Refresh(load) => run(load, true).await?,
         Mode::Login(load) => run(load, false).await?,
     };
@@ -120,7 +125,10 @@ async fn run(load: Load, refresh: bool) -> anyhow::Result<Value> {
                     Ok(r) if r.status().is_success() => {
                         let body: Value = r.json().await?;
                         if refresh {
-                            token = body["refresh_token"].as_str().context("no refresh_token")?.to_owned();
+                            token = body["refresh_token"]
+                                .as_str()
+                                .context("no refresh_token")?
+                                .to_owned();
                         }
                         latencies.push(t.elapsed());
                     }
@@ -143,7 +151,11 @@ async fn run(load: Load, refresh: bool) -> anyhow::Result<Value> {
     Ok(summary(all, started.elapsed(), errors, load.c))
 }
 
-async fn login(client: &reqwest::Client, url: &str, email: &str) -> anyhow::Result<(String, String)> {
+async fn login(
+    client: &reqwest::Client,
+    url: &str,
+    email: &str,
+) -> anyhow::Result<(String, String)> {
     let body: Value = client
         .post(format!("{url}/api/v1/auth/login"))
         .json(&json!({"email": email, "password": PASSWORD}))
@@ -153,12 +165,23 @@ async fn login(client: &reqwest::Client, url: &str, email: &str) -> anyhow::Resu
         .json()
         .await?;
     Ok((
-        body["access_token"].as_str().context("no access_token")?.to_owned(),
-        body["refresh_token"].as_str().context("no refresh_token")?.to_owned(),
+        body["access_token"]
+            .as_str()
+            .context("no access_token")?
+            .to_owned(),
+        body["refresh_token"]
+            .as_str()
+            .context("no refresh_token")?
+            .to_owned(),
     ))
 }
 
-fn summary(mut latencies: Vec<Duration>, elapsed: Duration, errors: u64, connections: usize) -> Value {
+fn summary(
+    mut latencies: Vec<Duration>,
+    elapsed: Duration,
+    errors: u64,
+    connections: usize,
+) -> Value {
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let q = |p: f64| {
