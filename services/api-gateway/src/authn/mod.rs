@@ -6,7 +6,8 @@
 //! public routes need no list of exceptions. Credentials that are present
 //! but wrong are always a 401 (a client that sends a token expects it to
 //! count). The auth proxy paths are skipped: the auth service judges its
-//! own bearer tokens.
+//! own bearer tokens. `/api/v1/admin/*` is gated here too (401 without a
+//! caller, 403 for non-admins), whatever its handlers do.
 //!
 //! Two sources, in this order:
 //! - the trusted-proxy identity header, honoured only on connections from
@@ -44,7 +45,7 @@ pub use jwks::{Jwks, JwksError};
 pub use revocation::Revocation;
 pub use settings::{AuthnSettings, RevocationSettings, TrustedProxySettings};
 
-use crate::identity::Caller;
+use crate::identity::{Caller, Unauthenticated};
 
 /// Why credentials were refused (or could not be judged).
 #[derive(Debug, thiserror::Error)]
@@ -340,15 +341,35 @@ pub async fn middleware(
         let _ = authenticator.trusted_proxy_caller(&mut req);
         return Ok(next.call(req).await?.map_into_left_body());
     }
-    match authenticator.authenticate(&mut req).await {
-        Ok(Some(caller)) => {
-            req.extensions_mut().insert(caller);
-        }
-        Ok(None) => {}
+    let caller = match authenticator.authenticate(&mut req).await {
+        Ok(caller) => caller,
         Err(e) => {
             let response = e.error_response();
             return Ok(req.into_response(response).map_into_right_body());
         }
+    };
+    // Admin areas are gated here as well as in their handlers: a route
+    // added under /admin that forgets `require_admin` is still closed.
+    if is_admin_path(req.path()) {
+        let refused = match &caller {
+            None => Some(
+                Unauthenticated {
+                    detail: "A valid Bearer access token is required.",
+                }
+                .error_response(),
+            ),
+            Some(caller) => caller.require_admin().err().map(|p| p.to_response()),
+        };
+        if let Some(response) = refused {
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+fn is_admin_path(path: &str) -> bool {
+    path == "/api/v1/admin" || path.starts_with("/api/v1/admin/")
 }

@@ -333,3 +333,45 @@ async fn with_revocation_checks_a_token_of_a_deleted_session_is_a_401() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_unauthorized(get().await.unwrap(), "session-revoked").await;
 }
+
+#[tokio::test]
+async fn admin_routes_are_403_for_customers_and_401_for_strangers() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let path = format!("{}/api/v1/admin/queues", app.address);
+
+    assert_unauthorized(
+        app.client.get(&path).send().await.unwrap(),
+        "unauthenticated",
+    )
+    .await;
+
+    let customer = upstream.token_for(Uuid::new_v4(), vec![Role::Customer]);
+    let response = app
+        .client
+        .get(&path)
+        .header("authorization", bearer(&customer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "urn:keel:problem:forbidden");
+
+    // An admin gets past the gate (to whatever is mounted there).
+    let admin = upstream.token_for(Uuid::new_v4(), vec![Role::Customer, Role::Admin]);
+    let response = app
+        .client
+        .get(&path)
+        .header("authorization", bearer(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.status(), 403);
+    assert_ne!(response.status(), 401);
+    app.stop().await;
+}
