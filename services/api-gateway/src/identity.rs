@@ -75,8 +75,10 @@ impl Caller {
         if self.is_admin {
             Ok(())
         } else {
-            Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                .with_detail("This operation requires the admin role."))
+            Err(
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                    .with_detail("This operation requires the admin role."),
+            )
         }
     }
 }
