@@ -53,6 +53,27 @@ pub enum Claim {
     Mismatch,
 }
 
+/// Looks for a live, completed record without taking any lock: the fast
+/// path for retries. `None` means "claim it" (absent, expired, or — in a
+/// race — not yet committed; [`claim`] settles those).
+pub async fn lookup(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    key: &str,
+    fingerprint: Fingerprint,
+) -> Result<Option<Claim>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT fingerprint, response_status, response_body, response_location \
+             FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND expires_at > now()",
+        )
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&user_id, &key]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(settle(&row, fingerprint)))
+}
+
 /// Claims `key` for `user_id` inside the caller's transaction (see the
 /// module documentation for why it must be the same transaction as the
 /// work). An expired record is taken over as if it did not exist.
@@ -87,21 +108,26 @@ pub async fn claim(
             &[&user_id, &key],
         )
         .await?;
+    Ok(settle(&row, fingerprint))
+}
+
+/// What a committed record means for a request with `fingerprint`.
+fn settle(row: &tokio_postgres::Row, fingerprint: Fingerprint) -> Claim {
     let stored: Vec<u8> = row.get(0);
     if stored != fingerprint.0 {
-        return Ok(Claim::Mismatch);
+        return Claim::Mismatch;
     }
     let status: Option<i16> = row.get(1);
     let body: Option<Vec<u8>> = row.get(2);
     match (status, body) {
-        (Some(status), Some(body)) => Ok(Claim::Replay(StoredResponse {
+        (Some(status), Some(body)) => Claim::Replay(StoredResponse {
             status: u16::try_from(status).unwrap_or(500),
             body,
             location: row.get(3),
-        })),
+        }),
         // Cannot happen: responses are written before the claim commits.
         // Treat a hand-edited row as a mismatch rather than replaying nothing.
-        _ => Ok(Claim::Mismatch),
+        _ => Claim::Mismatch,
     }
 }
 

@@ -55,11 +55,17 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
     let id = Uuid::now_v7();
     let source = order.source.as_string();
     let total = order.total_cents();
-    let row = tx
-        .query_one(
+    // Prepared once per connection: one round trip per statement after that.
+    let insert = tx
+        .prepare_cached(
             "INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source) \
              VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) \
              RETURNING created_at, updated_at",
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &insert,
             &[
                 &id,
                 &order.external_id.as_ref().map(|e| e.as_str()),
@@ -80,9 +86,14 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
         .iter()
         .map(|i| i.unit_price_cents.get())
         .collect();
+    let insert_items = tx
+        .prepare_cached(
+            "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
+             SELECT $1, p, s, q, u FROM unnest($2::int[], $3::text[], $4::int[], $5::bigint[]) AS t(p, s, q, u)",
+        )
+        .await?;
     tx.execute(
-        "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
-         SELECT $1, p, s, q, u FROM unnest($2::int[], $3::text[], $4::int[], $5::bigint[]) AS t(p, s, q, u)",
+        &insert_items,
         &[&id, &positions, &skus, &quantities, &prices],
     )
     .await?;
@@ -119,17 +130,16 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
 pub async fn get(client: &impl GenericClient, id: Uuid, scope: Scope) -> Result<Order> {
     let row = match scope {
         Scope::All => {
-            client
-                .query_opt(&format!("{SELECT} WHERE o.id = $1"), &[&id])
-                .await?
+            let statement = client
+                .prepare_cached(&format!("{SELECT} WHERE o.id = $1"))
+                .await?;
+            client.query_opt(&statement, &[&id]).await?
         }
         Scope::User(user) => {
-            client
-                .query_opt(
-                    &format!("{SELECT} WHERE o.id = $1 AND o.user_id = $2"),
-                    &[&id, &user],
-                )
-                .await?
+            let statement = client
+                .prepare_cached(&format!("{SELECT} WHERE o.id = $1 AND o.user_id = $2"))
+                .await?;
+            client.query_opt(&statement, &[&id, &user]).await?
         }
     };
     from_row(&row.ok_or(Error::NotFound)?)
@@ -201,7 +211,10 @@ pub async fn list(client: &impl GenericClient, scope: Scope, query: &ListQuery) 
         "{SELECT}{filter} ORDER BY o.created_at DESC, o.id DESC LIMIT ${}",
         params.len()
     );
-    let rows = client.query(&sql, &params).await?;
+    // At most a few dozen shapes (filters present or not): cached per
+    // connection, each is parsed and planned once, not on every request.
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &params).await?;
     let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);

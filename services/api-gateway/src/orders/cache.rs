@@ -11,15 +11,22 @@
 //!   filling Redis with a row it read just before the commit cannot bury
 //!   the newer one.
 //! - Each write is announced on a Redis pub/sub channel; every instance
-//!   evicts its in-process entry and bumps a generation counter. A fill that
-//!   started before an invalidation it did not see the end of is dropped
-//!   rather than stored (the counter changed under it).
+//!   evicts its in-process entry, bumps a generation counter and
+//!   acknowledges on the same channel. The writer answers its client only
+//!   once every other subscribed instance has acknowledged (or after
+//!   [`ACK_TIMEOUT`]), so the client's next read, wherever it lands, cannot
+//!   be served the old version from memory. A fill that started before an
+//!   invalidation is dropped rather than stored (the counter changed under
+//!   it).
 //! - While an instance is not subscribed (start-up, Redis outage) it cannot
 //!   hear invalidations, so it neither reads nor fills its in-process cache.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use actix_web::web::Bytes;
 use keel_cache::Redis;
@@ -95,6 +102,20 @@ return 1
     )
 });
 
+/// How long a write waits for the other instances to acknowledge its
+/// invalidation. A hung instance costs writers this much, not forever; its
+/// entries still expire with `orders.local_cache_ttl`.
+const ACK_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A write's broadcast waiting for acknowledgements.
+#[derive(Debug)]
+struct Waiter {
+    acked: usize,
+    /// Known once `PUBLISH` has said how many subscribers received it.
+    expected: Option<usize>,
+    done: Option<oneshot::Sender<()>>,
+}
+
 /// Lookups by level and result.
 #[derive(Debug, Clone)]
 pub struct CacheMetrics {
@@ -143,6 +164,16 @@ struct Inner {
     fill_lock: Mutex<()>,
     /// True while the invalidation subscription is up.
     live: AtomicBool,
+    /// Orders written while Redis was unreachable from here: Redis may hold
+    /// an older version and other instances were not told. Reads here skip
+    /// Redis for them; the subscriber repairs them when Redis is back.
+    pending: Mutex<HashSet<Uuid>>,
+    /// `!pending.is_empty()`, readable without the lock on the hot path.
+    any_pending: AtomicBool,
+    /// Broadcasts of this instance's writes waiting for other instances'
+    /// acknowledgements, by nonce.
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    next_nonce: AtomicU64,
     redis: Redis,
     redis_ttl: Duration,
     channel: String,
@@ -175,6 +206,10 @@ impl OrderCache {
                 generation: AtomicU64::new(0),
                 fill_lock: Mutex::new(()),
                 live: AtomicBool::new(false),
+                pending: Mutex::new(HashSet::new()),
+                any_pending: AtomicBool::new(false),
+                waiters: Mutex::new(HashMap::new()),
+                next_nonce: AtomicU64::new(0),
                 channel: redis.key("orders:invalidate"),
                 redis,
                 redis_ttl: settings.redis_cache_ttl,
@@ -214,8 +249,14 @@ impl OrderCache {
             inner.metrics.local_miss.inc();
         }
         let generation = inner.generation.load(Ordering::Acquire);
+        let redis_suspect = self.is_pending(id);
 
-        match self.redis_get(id).await {
+        let from_redis = if redis_suspect {
+            Ok(None)
+        } else {
+            self.redis_get(id).await
+        };
+        match from_redis {
             Ok(Some(hit)) => {
                 inner.metrics.redis_hit.inc();
                 let hit = Arc::new(hit);
@@ -242,7 +283,7 @@ impl OrderCache {
         let cached = Arc::new(
             CachedOrder::new(order).map_err(|e| keel_store::Error::Corrupt(e.to_string()))?,
         );
-        if let Err(e) = self.redis_set(&cached).await {
+        if !redis_suspect && let Err(e) = self.redis_set(&cached).await {
             inner.metrics.redis_error.inc();
             tracing::warn!(error = %e, "order cache: Redis fill failed");
         }
@@ -264,8 +305,10 @@ impl OrderCache {
                 return None;
             }
         };
+        let mut reached_redis = true;
         if let Err(e) = self.redis_set(&cached).await {
             inner.metrics.redis_error.inc();
+            reached_redis = false;
             tracing::warn!(error = %e, order_id = %order.id, "order cache: Redis write-through failed");
         }
         {
@@ -275,25 +318,156 @@ impl OrderCache {
                 inner.local.insert(order.id, cached.clone());
             }
         }
-        if let Err(e) = self.publish(order.id).await {
+        if reached_redis && let Err(e) = self.broadcast_and_wait(order.id).await {
             inner.metrics.redis_error.inc();
+            reached_redis = false;
             tracing::warn!(error = %e, order_id = %order.id, "order cache: invalidation broadcast failed");
+        }
+        if !reached_redis {
+            self.lock_pending().insert(order.id);
+            inner.any_pending.store(true, Ordering::Release);
         }
         Some(cached)
     }
 
-    /// Handles a message from the invalidation channel.
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether some write still has to be repaired in Redis.
+    pub fn has_pending(&self) -> bool {
+        self.inner.any_pending.load(Ordering::Acquire)
+    }
+
+    fn is_pending(&self, id: Uuid) -> bool {
+        self.inner.any_pending.load(Ordering::Acquire) && self.lock_pending().contains(&id)
+    }
+
+    /// Repairs what writes could not tell Redis: deletes each pending
+    /// order's Redis entry and broadcasts its invalidation. Ids that still
+    /// fail stay pending for the next attempt. Called by the subscriber
+    /// when it (re)connects, before the in-process cache goes live.
+    pub async fn flush_pending(&self) {
+        let ids: Vec<Uuid> = self.lock_pending().iter().copied().collect();
+        for id in ids {
+            match self.forget_in_redis(id).await {
+                Ok(()) => {
+                    let mut pending = self.lock_pending();
+                    pending.remove(&id);
+                    if pending.is_empty() {
+                        self.inner.any_pending.store(false, Ordering::Release);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, order_id = %id, "order cache: repair after a Redis outage failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn forget_in_redis(&self, id: Uuid) -> Result<(), anyhow::Error> {
+        let mut conn = self.inner.redis.connection().await?;
+        let _deleted: i64 = redis::cmd("DEL")
+            .arg(self.redis_key(id))
+            .query_async(&mut conn)
+            .await?;
+        self.broadcast_and_wait(id).await
+    }
+
+    /// Handles a message from the invalidation channel:
+    /// - `inv:<writer>:<nonce>:<order id>`: evict, then acknowledge to the
+    ///   writer (our own writes are already applied locally);
+    /// - `ack:<writer>:<nonce>`: another instance evicted one of our writes.
     pub fn on_message(&self, payload: &str) {
-        let Some((instance, id)) = payload.split_once(':') else {
-            return;
+        let mut parts = payload.splitn(4, ':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("inv"), Some(writer), Some(nonce), Some(id)) => {
+                if writer == self.inner.instance.to_string() {
+                    return;
+                }
+                if let Ok(id) = id.parse() {
+                    self.evict_local(id);
+                }
+                let ack = format!("ack:{writer}:{nonce}");
+                let cache = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cache.publish(ack).await {
+                        tracing::debug!(error = %e, "order cache: cannot acknowledge an invalidation");
+                    }
+                });
+            }
+            (Some("ack"), Some(writer), Some(nonce), None) => {
+                if writer != self.inner.instance.to_string() {
+                    return;
+                }
+                if let Ok(nonce) = nonce.parse() {
+                    self.acknowledged(nonce);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn acknowledged(&self, nonce: u64) {
+        let mut waiters = self.lock_waiters();
+        if let Some(waiter) = waiters.get_mut(&nonce) {
+            waiter.acked += 1;
+            if waiter.expected.is_some_and(|n| waiter.acked >= n) {
+                if let Some(done) = waiter.done.take() {
+                    let _ = done.send(());
+                }
+                waiters.remove(&nonce);
+            }
+        }
+    }
+
+    /// Publishes the invalidation of `id` and waits (at most
+    /// [`ACK_TIMEOUT`]) until every other subscribed instance has evicted
+    /// it, so the writer's response is sent only when no instance can
+    /// serve the old version from memory any more.
+    async fn broadcast_and_wait(&self, id: Uuid) -> Result<(), anyhow::Error> {
+        let inner = &self.inner;
+        let nonce = inner.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let (done, acked) = oneshot::channel();
+        self.lock_waiters().insert(
+            nonce,
+            Waiter {
+                acked: 0,
+                expected: None,
+                done: Some(done),
+            },
+        );
+        let message = format!("inv:{}:{nonce}:{id}", inner.instance);
+        let receivers = match self.publish(message).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.lock_waiters().remove(&nonce);
+                return Err(e);
+            }
         };
-        if instance == self.inner.instance.to_string() {
-            // Our own write: already applied locally, with the new version.
-            return;
+        // Our own subscription received it too (and will not answer).
+        let own = usize::from(inner.live.load(Ordering::Acquire));
+        let expected = usize::try_from(receivers).unwrap_or(0).saturating_sub(own);
+        {
+            let mut waiters = self.lock_waiters();
+            match waiters.get_mut(&nonce) {
+                Some(waiter) if waiter.acked < expected => waiter.expected = Some(expected),
+                _ => {
+                    waiters.remove(&nonce);
+                    return Ok(());
+                }
+            }
         }
-        if let Ok(id) = id.parse() {
-            self.evict_local(id);
+        if tokio::time::timeout(ACK_TIMEOUT, acked).await.is_err() {
+            self.lock_waiters().remove(&nonce);
+            tracing::warn!(order_id = %id, expected, "order cache: not every instance acknowledged an invalidation in time");
         }
+        Ok(())
     }
 
     /// The subscription is up (`true`) or lost (`false`). Either way the
@@ -349,14 +523,15 @@ impl OrderCache {
         Ok(())
     }
 
-    async fn publish(&self, id: Uuid) -> Result<(), anyhow::Error> {
+    /// Publishes on the invalidation channel; returns how many subscribers
+    /// received the message.
+    async fn publish(&self, message: String) -> Result<i64, anyhow::Error> {
         let mut conn = self.inner.redis.connection().await?;
-        let _receivers: i64 = redis::cmd("PUBLISH")
+        Ok(redis::cmd("PUBLISH")
             .arg(&self.inner.channel)
-            .arg(format!("{}:{id}", self.inner.instance))
+            .arg(message)
             .query_async(&mut conn)
-            .await?;
-        Ok(())
+            .await?)
     }
 }
 

@@ -66,10 +66,19 @@ pub async fn create(
     let new =
         NewOrder::parse(raw, Some(caller.user_id), Source::Api).map_err(OrdersError::Validation)?;
 
+    let fingerprint = Fingerprint::of("POST", req.path(), &body);
     let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
+    // Retries usually find their committed record: answer without a
+    // transaction or a lock.
+    if let Some(key) = &key {
+        match idempotency::lookup(&client, caller.user_id, key, fingerprint).await? {
+            Some(Claim::Replay(stored)) => return Ok(replay(&stored)),
+            Some(Claim::Mismatch) => return Err(OrdersError::IdempotencyKeyReused),
+            Some(Claim::Claimed) | None => {}
+        }
+    }
     let tx = client.transaction().await.map_err(keel_db::Error::from)?;
     if let Some(key) = &key {
-        let fingerprint = Fingerprint::of("POST", req.path(), &body);
         let expires_at = Utc::now()
             + chrono::Duration::from_std(orders.idempotency_ttl)
                 .map_err(|e| OrdersError::Unexpected(e.into()))?;

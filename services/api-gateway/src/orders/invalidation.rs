@@ -15,6 +15,7 @@ use crate::orders::cache::OrderCache;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Subscribes to the cache's channel until `shutdown`.
 #[derive(Debug)]
@@ -44,15 +45,24 @@ impl Subscriber {
             match self.subscribe().await {
                 Ok(pubsub) => {
                     delay = FIRST_RETRY;
+                    // Writes made while Redis was away first, then memory.
+                    self.cache.flush_pending().await;
                     self.cache.set_live(true);
                     tracing::debug!(
                         channel = self.cache.channel(),
                         "order invalidations: subscribed"
                     );
                     let mut messages = pubsub.into_on_message();
+                    // Retries repairs that failed at (re)connection.
+                    let mut repair = tokio::time::interval(REPAIR_INTERVAL);
                     let ended = loop {
                         tokio::select! {
                             () = shutdown.cancelled() => break false,
+                            _ = repair.tick() => {
+                                if self.cache.has_pending() {
+                                    self.cache.flush_pending().await;
+                                }
+                            }
                             message = messages.next() => match message {
                                 Some(message) => {
                                     if let Ok(payload) = message.get_payload::<String>() {

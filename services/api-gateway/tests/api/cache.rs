@@ -1,6 +1,8 @@
 //! The read-through order cache: no stale reads after a write, whichever
 //! instance serves them; hits and misses are counted.
 
+use keel_testkit::proxy::TcpProxy;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::orders_support::{As, OrdersEnv};
@@ -83,4 +85,47 @@ async fn cached_reads_are_counted_by_level() {
     assert_eq!(value("redis", "hit"), 1.0);
     assert_eq!(value("local", "hit"), 1.0);
     assert_eq!(value("redis", "miss"), 0.0);
+}
+
+#[tokio::test]
+async fn while_redis_is_away_reads_come_from_postgres_and_memory_is_not_trusted() {
+    let env = OrdersEnv::new().await;
+    let redis_url = url::Url::parse(env.redis.url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        redis_url.host_str().unwrap(),
+        redis_url.port().unwrap()
+    );
+    let proxy = TcpProxy::start(upstream.parse().unwrap()).await;
+    let a = env
+        .spawn_with(|s| {
+            let mut url = url::Url::parse(s.redis.url.expose_secret()).unwrap();
+            url.set_port(Some(proxy.addr().port())).unwrap();
+            s.redis.url = SecretString::from(url.to_string());
+        })
+        .await;
+    let b = env.spawn().await;
+    let me = As::customer();
+    let order = a.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+    // Cached in A's memory.
+    assert_eq!(a.get(me, id).await.status(), 200);
+    assert_eq!(a.get(me, id).await.status(), 200);
+
+    proxy.cut();
+    a.wait_cache_live(false).await;
+    // A cannot hear this write's invalidation...
+    assert_eq!(b.patch_status(me, id, "paid").await.status(), 200);
+    // ...so it must not answer from memory: PostgreSQL has the truth.
+    let seen: Value = a.get(me, id).await.json().await.unwrap();
+    assert_eq!(seen["status"], "paid");
+    // Writes through A still commit without Redis.
+    assert_eq!(a.patch_status(me, id, "fulfilled").await.status(), 200);
+
+    proxy.restore();
+    a.wait_cache_live(true).await;
+    for app in [&a, &b, &a] {
+        let seen: Value = app.get(me, id).await.json().await.unwrap();
+        assert_eq!(seen["status"], "fulfilled");
+    }
 }

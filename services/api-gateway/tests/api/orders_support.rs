@@ -17,7 +17,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpMessage, web};
 use api_gateway::identity::Caller;
-use api_gateway::orders::{self, OrdersArea};
+use api_gateway::orders::{self, Orders, OrdersArea};
 use api_gateway::settings::Settings;
 use api_gateway::startup::migrations;
 use keel_cache::Redis;
@@ -63,7 +63,13 @@ impl OrdersEnv {
     /// Another gateway instance on this environment, serving the orders
     /// area once its cache subscription is up.
     pub async fn spawn(&self) -> OrdersApp {
-        let settings = self.settings();
+        self.spawn_with(|_| {}).await
+    }
+
+    /// [`spawn`](Self::spawn) with settings adjusted (e.g. Redis behind a proxy).
+    pub async fn spawn_with(&self, configure: impl FnOnce(&mut Settings)) -> OrdersApp {
+        let mut settings = self.settings();
+        configure(&mut settings);
         let pool =
             keel_db::connect(&settings.database, api_gateway::SCHEMA, "orders-test").unwrap();
         let redis = Redis::new(&settings.redis).unwrap();
@@ -95,6 +101,7 @@ impl OrdersEnv {
         let server = Server::bind(&settings.http).unwrap();
         let address = format!("http://127.0.0.1:{}", server.port());
         let operational = Operational::new(Readiness::new(Duration::from_secs(1)), registry);
+        let orders = state.clone();
         let routes: Routes = Arc::new(move |cfg| {
             let state = state.clone();
             cfg.service(
@@ -113,6 +120,7 @@ impl OrdersEnv {
             }
         });
         OrdersApp {
+            orders,
             address,
             client: reqwest::Client::new(),
             shutdown,
@@ -143,6 +151,8 @@ async fn test_caller(
 }
 
 pub struct OrdersApp {
+    /// The area's state, to observe the cache subscription.
+    pub orders: Orders,
     pub address: String,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
@@ -182,6 +192,18 @@ impl As {
 }
 
 impl OrdersApp {
+    /// Waits until the in-process cache is (or is not) in use.
+    pub async fn wait_cache_live(&self, live: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.orders.cache_is_live() != live {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never became live={live}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn request(
         &self,
         method: reqwest::Method,
