@@ -5,7 +5,8 @@
 # bench_gateway_cached): authenticated cached GET /api/v1/orders/{id}
 # against bare actix-web, the same at half that rate for its latency, and
 # the cost of authentication itself: the same route on a second gateway
-# that identifies the caller by a trusted-proxy header instead of a JWT.
+# that identifies the caller by a trusted-proxy header instead of a JWT;
+# and the rate limiter's cost (a third gateway with it off).
 
 # The last measured rate (req/s) of NAME in this run.
 bench_rate_of() {
@@ -61,11 +62,22 @@ bench_gateway_cached() {
 
     # Open loop at half that rate: the latency a client sees when the
     # gateway is busy but not saturated.
+    # Bare actix-web at the same rate is the control: the tail this machine
+    # gives any server at that rate (the 2 cores are shared with the load
+    # generator, Redis and whatever else runs).
     rate="$(bench_rate_of "$name")"
     if ((rate > 1)); then
-        bench_http "api-gateway GET /api/v1/orders/{id} (Bearer, cached, at $((rate / 2)) req/s)" \
-            "$BENCH_HTTP_BASELINE" "$BENCH_GATEWAY_URL/api/v1/orders/$id" \
-            -H "$auth" --rate "$((rate / 2))" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
+        local half=$((rate / 2)) bare_port bare_pid
+        bare_port="$(pick_free_port)"
+        bench_spawn "$BENCH_TMP/bare-actix-rate.log" "$BENCH_BIN/bare-actix" --port "$bare_port" --workers 2
+        bare_pid=$BENCH_LAST_PID
+        wait_http_ok "http://127.0.0.1:$bare_port/" 10 || die "bare-actix did not start"
+        bench_http "bare-actix GET / (at $half req/s)" "" "http://127.0.0.1:$bare_port/" \
+            --rate "$half" --warmup 1 --target-pid "$bare_pid"
+        bench_kill "$bare_pid"
+        bench_http "api-gateway GET /api/v1/orders/{id} (Bearer, cached, at $half req/s)" \
+            "bare-actix GET / (at $half req/s)" "$BENCH_GATEWAY_URL/api/v1/orders/$id" \
+            -H "$auth" --rate "$half" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
     fi
 
     # The same route without token verification: a gateway that takes the
@@ -85,4 +97,16 @@ bench_gateway_cached() {
         "api-gateway GET /api/v1/orders/{id} (trusted-proxy header, cached)" \
         "$BENCH_GATEWAY_URL/api/v1/orders/$id" -H "$auth" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
     bench_kill "$BENCH_PID_gateway_trusted"
+
+    # What the rate limiter costs: the same Bearer read on a gateway with
+    # the limiter off.
+    port="$(pick_free_port)"
+    KEEL_RATE_LIMIT__ENABLED=false KEEL_HTTP__PORT="$port" \
+        bench_spawn "$BENCH_TMP/logs/api-gateway-no-limiter.log" "$(service_bin release api-gateway)"
+    local unlimited_pid=$BENCH_LAST_PID
+    wait_http_ok "http://127.0.0.1:$port/readyz" 60 || die "the limiter-off gateway did not become ready"
+    bench_http "api-gateway GET /api/v1/orders/{id} (Bearer, cached, rate limiter off)" \
+        "api-gateway GET /api/v1/orders/{id} (Bearer, cached)" \
+        "http://127.0.0.1:$port/api/v1/orders/$id" -H "$auth" --warmup 1 --target-pid "$unlimited_pid"
+    bench_kill "$unlimited_pid"
 }
