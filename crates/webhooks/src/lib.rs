@@ -1,0 +1,31 @@
+//! Inbound webhooks, the part shared by the gateway (which captures them)
+//! and the worker (which applies them). No HTTP framework here: the gateway
+//! maps [`Rejection`] and [`Error`] onto its own answers.
+//!
+//! # Layout
+//! - [`scheme`]: [`Scheme`] and [`Verifier`] — the four signature schemes
+//!   (`shopify`, `github`, `stripe`, `standard`), verified over the raw body
+//!   in constant time with every active secret, and the delivery id and
+//!   topic each scheme carries. [`Rejection`] names the check that failed.
+//! - [`headers`]: the [`Headers`] lookup the verifier reads, and the
+//!   selection of headers stored with an event (signatures redacted).
+//! - [`schema`]: the `webhook_events` table ([`MIGRATIONS`], component
+//!   `webhooks`, in the `store` schema next to the outbox).
+//! - [`capture`]: [`capture::capture`] — the event row, its
+//!   `webhook.process` job and its `webhook.received` event in one
+//!   transaction; a redelivery stores nothing and names the first event.
+//! - [`error`]: the crate's [`Error`].
+//!
+//! Design and trade-offs: `docs/adr/0011-inbound-webhooks.md`.
+
+pub mod capture;
+pub mod error;
+pub mod headers;
+pub mod schema;
+pub mod scheme;
+
+pub use capture::{Captured, NewEvent, capture};
+pub use error::{Error, Result};
+pub use headers::Headers;
+pub use schema::MIGRATIONS;
+pub use scheme::{Rejection, Scheme, SecretError, Verified, Verifier};
