@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::{Error, Result};
 
+/// 9999-12-31T23:59:59.999999Z in µs since the epoch.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 /// The position after which the next page starts (newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -31,6 +34,10 @@ impl Cursor {
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::InvalidCursor)?;
         let (micros, id) = text.split_once('.').ok_or(Error::InvalidCursor)?;
         let micros: i64 = micros.parse().map_err(|_| Error::InvalidCursor)?;
+        // Only instants PostgreSQL can hold (and we could have issued).
+        if !(0..=MAX_MICROS).contains(&micros) {
+            return Err(Error::InvalidCursor);
+        }
         Ok(Self {
             created_at: DateTime::from_timestamp_micros(micros).ok_or(Error::InvalidCursor)?,
             id: id.parse().map_err(|_| Error::InvalidCursor)?,
@@ -54,7 +61,8 @@ mod tests {
 
     #[test]
     fn garbage_is_an_invalid_cursor() {
-        for bad in ["", "!!", "bm9wZQ", "MS5ub3QtYS11dWlk"] {
+        let far_future = URL_SAFE_NO_PAD.encode(format!("{}.{}", i64::MAX, Uuid::nil()));
+        for bad in ["", "!!", "bm9wZQ", "MS5ub3QtYS11dWlk", far_future.as_str()] {
             assert!(
                 matches!(Cursor::decode(bad), Err(Error::InvalidCursor)),
                 "{bad}"

@@ -196,7 +196,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(value: &str) -> Result<Self, String> {
         let message = || "is not an email address".to_owned();
-        if value.len() > 254 || value.chars().any(char::is_whitespace) {
+        if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(message());
         }
         let (local, domain) = value.split_once('@').ok_or_else(message)?;
@@ -490,6 +490,7 @@ mod tests {
             "a@@example.com",
             "a b@x.io",
             "a@x..io",
+            "a\u{0}@x.io",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
