@@ -36,6 +36,10 @@ fuzz_token() {
 
 fuzz_api() {
     local url=$1 logdir=$2 st token
+    if ! curl -fsS -o /dev/null --max-time 5 "$url/healthz"; then
+        log "fuzz: no gateway answers at $url (did the stack step start it?)"
+        return 1
+    fi
     st="$(fuzz_venv)" || {
         log "fuzz: cannot install schemathesis"
         return 1
@@ -51,7 +55,9 @@ fuzz_api() {
     # not_a_server_error: no 5xx. response_schema_conformance: every
     # documented response matches its schema. The stateful phase is off:
     # it would log the fuzzing user out half-way (logout-all).
-    timeout 300 "$st" run "$url/api/v1/openapi.json" --url "$url" \
+    # From the log folder: schemathesis writes its working files to the
+    # current directory.
+    (cd "$logdir" && timeout 300 "$st" run "$url/api/v1/openapi.json" --url "$url" \
         "${auth[@]}" \
         --checks not_a_server_error,response_schema_conformance \
         --phases examples,coverage,fuzzing \
@@ -60,8 +66,7 @@ fuzz_api() {
         --max-time "${FUZZ_MAX_TIME:-180}" \
         --workers 2 \
         --generation-deterministic \
-        --generation-database none \
-        --no-color 2>&1 | tee "$logdir/schemathesis.log"
+        --no-color) 2>&1 | tee "$logdir/schemathesis.log"
     local rc=${PIPESTATUS[0]}
     ((rc == 0)) || log "fuzz: schemathesis failed (exit $rc); details in $logdir/schemathesis.log"
     return "$rc"
