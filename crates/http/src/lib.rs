@@ -11,12 +11,14 @@
 //!   bare 405/413 answers rewritten as problems.
 //! - [`observe`]: one span per request (continuing the caller's
 //!   `traceparent`) and request count/duration metrics by route pattern.
+//! - [`client_ip`]: the client's address behind trusted reverse proxies.
 //! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
 //!   503 naming the failing ones) and `/metrics`.
 //! - [`server`]: the one app factory every service uses, and a server that
 //!   binds first (port 0 in tests) and runs until a shutdown token is
 //!   cancelled, draining in-flight requests.
 
+pub mod client_ip;
 pub mod conventions;
 pub mod health;
 pub mod json;

@@ -19,6 +19,10 @@ pub struct HttpSettings {
     /// Budget for each dependency check in `/readyz`.
     #[serde(with = "humantime_serde")]
     pub readiness_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` entries are believed (the gateway, an
+    /// ingress). Empty: every request is attributed to its TCP peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl HttpSettings {

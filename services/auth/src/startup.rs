@@ -187,6 +187,7 @@ pub fn build_state(
         signer: Arc::new(signer),
         verifier: Arc::new(verifier),
         tokens: settings.tokens.clone(),
+        trusted_proxies: settings.http.trusted_proxies.clone(),
     })
 }
 

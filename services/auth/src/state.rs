@@ -21,6 +21,9 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub verifier: Arc<Verifier>,
     pub tokens: TokenSettings,
+    /// Proxies (the gateway, an ingress) whose `X-Forwarded-For` is believed
+    /// when attributing a login to a client address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl AppState {

@@ -24,9 +24,9 @@ pub async fn login(
     state: web::Data<AppState>,
     body: Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    // The peer address, not X-Forwarded-For: a client-chosen header must not
-    // pick its own throttling bucket.
-    let ip = req.peer_addr().map(|a| a.ip());
+    // X-Forwarded-For counts only as far as trusted proxies vouch for it: a
+    // client-chosen header must not pick its own throttling bucket.
+    let ip = keel_http::client_ip::of_request(&req, &state.trusted_proxies);
     let email = Email::parse(&body.email).ok();
     if let Some(email) = &email
         && let Some(retry_after) = state.throttle.blocked(email, ip).await?

@@ -165,3 +165,61 @@ async fn sessions_are_listed_and_revoked_one_by_one() {
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+/// Behind the gateway every login arrives from the gateway's address; the
+/// session records (and throttles) the client the trusted proxy vouches for,
+/// and ignores what an untrusted peer claims.
+#[tokio::test]
+async fn a_session_records_the_client_address_a_trusted_proxy_forwarded() {
+    let app = spawn_app().await;
+    app.register("forwarded@example.com").await;
+    let login = |forwarded: &'static str| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", forwarded)
+            .json(&json!({"email": "forwarded@example.com", "password": PASSWORD}))
+            .send()
+    };
+    // The test connects from 127.0.0.1, which the defaults trust (the
+    // gateway runs there in development); the leftmost entry is forged.
+    let response = login("6.6.6.6, 198.51.100.20").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+    let sessions: Value = app
+        .get_as(
+            "/api/v1/auth/sessions",
+            tokens["access_token"].as_str().unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["items"][0]["ip"], "198.51.100.20", "{sessions}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_the_forwarded_header_is_ignored() {
+    let app = crate::helpers::spawn_app_with(|s| s.http.trusted_proxies.clear()).await;
+    app.register("direct@example.com").await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("X-Forwarded-For", "198.51.100.20")
+        .json(&json!({"email": "direct@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = response.json().await.unwrap();
+    let sessions: Value = app
+        .get_as(
+            "/api/v1/auth/sessions",
+            tokens["access_token"].as_str().unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["items"][0]["ip"], "127.0.0.1", "{sessions}");
+    app.stop().await;
+}
