@@ -14,6 +14,8 @@
 //! - [`capture`]: [`capture::capture`] — the event row, its
 //!   `webhook.process` job and its `webhook.received` event in one
 //!   transaction; a redelivery stores nothing and names the first event.
+//! - [`sign`]: the sender's side of each scheme, for tests, benchmarks and
+//!   tools.
 //! - [`error`]: the crate's [`Error`].
 //!
 //! Design and trade-offs: `docs/adr/0011-inbound-webhooks.md`.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod headers;
 pub mod schema;
 pub mod scheme;
+pub mod sign;
 
 pub use capture::{Captured, NewEvent, capture};
 pub use error::{Error, Result};

@@ -12,9 +12,11 @@
 //! which candidate matched.
 //!
 //! Order of checks: the signature first, then the timestamp and the
-//! delivery id. A 400 (stale, future, no delivery id) therefore only ever
-//! goes to a sender that holds a secret — a fixable mistake on their side —
-//! while anything unauthenticated gets 401.
+//! delivery id. A 400 (stale, future, no delivery id) therefore goes only to
+//! a sender that holds a secret — a fixable mistake on their side — while
+//! anything unauthenticated gets 401. One exception: Standard Webhooks'
+//! `webhook-id` is part of the signed content, so without it there is
+//! nothing to verify and the answer is "missing delivery id" at once.
 
 use std::time::Duration;
 

@@ -12,6 +12,9 @@
 //! - [`orders`]: `/api/v1/orders` — create, list, get (read-through cache
 //!   with cross-instance invalidation, ETags), status changes, cancel;
 //!   `Idempotency-Key` on create. The domain and queries live in `keel_store`.
+//! - [`webhooks`]: `POST /webhooks/{source}` — inbound webhooks verified
+//!   over the raw body and captured with their job in one transaction; the
+//!   schemes and storage live in `keel_webhooks`.
 //! - [`identity`]: [`identity::Caller`], the authenticated caller handlers
 //!   extract (set by the authentication middleware).
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
@@ -30,6 +33,7 @@ pub mod orders;
 pub mod proxy;
 pub mod settings;
 pub mod startup;
+pub mod webhooks;
 
 /// This service's name in logs, traces, metrics and AMQP connection names.
 pub const SERVICE: &str = "api-gateway";

@@ -12,6 +12,7 @@ use crate::edge::cors::CorsSettings;
 use crate::edge::rate_limit::RateLimitSettings;
 use crate::orders::settings::OrdersSettings;
 use crate::proxy::UpstreamSettings;
+use crate::webhooks::settings::WebhooksSettings;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
@@ -32,6 +33,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The orders area: cache sizes and lifetimes, idempotency window.
     pub orders: OrdersSettings,
+    /// Inbound webhook sources: scheme, secrets, tolerance, body limit.
+    pub webhooks: WebhooksSettings,
 }
 
 impl Settings {
@@ -53,6 +56,8 @@ impl Validate for Settings {
         self.cors.validate()?;
         self.rate_limit.validate()?;
         self.orders.validate()?;
+        self.webhooks
+            .validate_in(self.environment, |name| std::env::var(name).ok())?;
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ use crate::edge::rate_limit::RateLimiter;
 use crate::orders::{self, OrdersArea};
 use crate::proxy::Upstreams;
 use crate::settings::{DEFAULTS, Settings};
+use crate::webhooks::{self, Webhooks};
 use crate::{SCHEMA, SERVICE};
 
 /// How long start-up waits for PostgreSQL before giving up.
@@ -31,6 +32,8 @@ pub enum StartupError {
     Redis(#[from] keel_cache::Error),
     #[error("cannot build the upstream HTTP clients: {0}")]
     Upstreams(#[source] reqwest::Error),
+    #[error("invalid webhook settings: {0}")]
+    Webhooks(String),
     #[error("invalid authentication settings: {0}")]
     Authn(String),
     #[error("cannot bind the HTTP listener: {0}")]
@@ -40,8 +43,12 @@ pub enum StartupError {
 }
 
 /// Every migration set applied to the gateway's schema, in order.
-pub fn migrations() -> [&'static MigrationSet; 2] {
-    [&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS]
+pub fn migrations() -> [&'static MigrationSet; 3] {
+    [
+        &keel_outbox::MIGRATIONS,
+        &keel_store::MIGRATIONS,
+        &keel_webhooks::MIGRATIONS,
+    ]
 }
 
 /// The gateway as a [`Service`] for `keel_runtime::run`.
@@ -85,6 +92,7 @@ pub struct Application {
     edge: Edge,
     upstreams: Upstreams,
     orders: OrdersArea,
+    webhooks: Webhooks,
 }
 
 impl std::fmt::Debug for Application {
@@ -144,6 +152,14 @@ impl Application {
             &mut registry,
         )?;
 
+        let webhooks = Webhooks::build(
+            pool.clone(),
+            &settings.webhooks,
+            settings.environment,
+            &mut registry,
+        )
+        .map_err(StartupError::Webhooks)?;
+
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
             .with(checks::RedisCheck(redis))
@@ -158,6 +174,7 @@ impl Application {
             edge,
             upstreams,
             orders,
+            webhooks,
         })
     }
 
@@ -179,6 +196,7 @@ impl Application {
                 .run_background(self.orders.subscriber, shutdown.clone()),
         );
         let (edge, upstreams) = (self.edge, self.upstreams);
+        let webhooks_state = self.webhooks;
         let routes: Routes = Arc::new(move |cfg| {
             // One `/api/v1` scope: every API area mounts inside it, behind
             // the edge middleware (CORS, authentication, rate limits).
@@ -188,6 +206,8 @@ impl Application {
                 orders::configure(api, orders_state.clone());
             }));
             upstreams.configure_root(cfg);
+            // Outside `/api/v1`: signed by the sender, no bearer token.
+            webhooks::configure(cfg, webhooks_state.clone());
         });
         let served = keel_http::serve(
             self.server,

@@ -31,8 +31,12 @@ pub enum StartupError {
 
 /// The worker shares the gateway's `store` schema; both apply the same
 /// sets (under the advisory lock) so either may start first.
-pub fn migrations() -> [&'static MigrationSet; 2] {
-    [&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS]
+pub fn migrations() -> [&'static MigrationSet; 3] {
+    [
+        &keel_outbox::MIGRATIONS,
+        &keel_store::MIGRATIONS,
+        &keel_webhooks::MIGRATIONS,
+    ]
 }
 
 /// The worker as a [`Service`] for `keel_runtime::run`.

@@ -43,6 +43,11 @@ impl TestApp {
             .expect("request reaches the gateway")
     }
 
+    /// This test's database (to count what a request stored).
+    pub fn db(&self) -> &TestDatabase {
+        &self._db
+    }
+
     /// Stops the app as SIGTERM would and removes the AMQP namespace.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

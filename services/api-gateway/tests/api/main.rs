@@ -21,3 +21,6 @@ mod process;
 mod proxy;
 mod rate_limit;
 mod readiness;
+mod webhooks;
+mod webhooks_settings;
+mod webhooks_support;

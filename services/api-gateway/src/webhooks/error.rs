@@ -1,0 +1,122 @@
+//! The webhooks area's answers as problems: one variant per answer, each
+//! with a stable problem `type`. A rejection's type and detail name the
+//! check that failed (the same slug labels the metric).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, ResponseError};
+use keel_http::Problem;
+use keel_webhooks::Rejection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no webhook source is configured under this name")]
+    UnknownSource,
+    #[error("the body exceeds the source's limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Reading the body failed (the client went away, bad chunking).
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("the webhook store is unavailable: {0}")]
+    Unavailable(#[source] keel_webhooks::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl WebhookError {
+    /// The `outcome` label of `webhooks_received`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            WebhookError::UnknownSource => "unknown_source",
+            WebhookError::TooLarge { .. } => "too_large",
+            WebhookError::Body(_) => "unreadable_body",
+            WebhookError::Rejected(rejection) => rejection.reason(),
+            WebhookError::Unavailable(_) => "unavailable",
+            WebhookError::Unexpected(_) => "error",
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        match self {
+            WebhookError::UnknownSource => Problem::new(
+                StatusCode::NOT_FOUND,
+                "webhook-unknown-source",
+                "Unknown Webhook Source",
+            )
+            .with_detail("No webhook source is configured under this name."),
+            WebhookError::TooLarge { limit } => Problem::payload_too_large().with_detail(format!(
+                "This source accepts bodies of at most {limit} bytes."
+            )),
+            WebhookError::Body(_) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "webhook-unreadable-body",
+                "Unreadable Body",
+            )
+            .with_detail("The request body could not be read."),
+            WebhookError::Rejected(rejection) => {
+                let (status, title) = if rejection.is_authentication_failure() {
+                    (StatusCode::UNAUTHORIZED, "Webhook Signature Not Verified")
+                } else {
+                    (StatusCode::BAD_REQUEST, "Webhook Refused")
+                };
+                // `webhook-bad-signature`, `webhook-stale-timestamp`, ...
+                let slug = format!("webhook-{}", rejection.reason().replace('_', "-"));
+                Problem::new(status, &slug, title).with_detail(capitalised(&rejection.to_string()))
+            }
+            WebhookError::Unavailable(_) => {
+                Problem::unavailable("The webhook store is unreachable; retry shortly.")
+            }
+            WebhookError::Unexpected(_) => Problem::internal(),
+        }
+    }
+}
+
+fn capitalised(sentence: &str) -> String {
+    let mut chars = sentence.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
+impl From<keel_webhooks::Error> for WebhookError {
+    fn from(error: keel_webhooks::Error) -> Self {
+        if error.is_unavailable() {
+            WebhookError::Unavailable(error)
+        } else {
+            WebhookError::Unexpected(error.into())
+        }
+    }
+}
+
+impl From<keel_db::Error> for WebhookError {
+    fn from(error: keel_db::Error) -> Self {
+        keel_webhooks::Error::from(error).into()
+    }
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            WebhookError::Unexpected(e) => {
+                tracing::error!(error = ?e, "webhook ingest failed unexpectedly");
+            }
+            WebhookError::Unavailable(e) => {
+                tracing::warn!(error = %e, "webhook store unavailable");
+            }
+            _ => {}
+        }
+        let problem = self.problem();
+        let mut response = problem.response_builder();
+        if matches!(self, WebhookError::Unavailable(_)) {
+            response.insert_header((RETRY_AFTER, "1"));
+        }
+        response.json(&problem)
+    }
+}

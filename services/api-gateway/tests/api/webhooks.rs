@@ -1,0 +1,371 @@
+//! `POST /webhooks/{source}` against real PostgreSQL and RabbitMQ: every
+//! scheme's accepted and refused deliveries, with the status API.md names,
+//! and nothing stored for a refused one.
+
+use std::time::Duration;
+
+use keel_webhooks::Scheme;
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, spawn_app_behind_proxies_with, spawn_app_with};
+use crate::webhooks_support::{
+    BODY_LIMIT, Delivery, Key, SCHEMES, configure, count, now, outbox_rows, stored_events,
+};
+
+async fn spawn() -> TestApp {
+    spawn_app_with(configure).await
+}
+
+fn delivery_id() -> String {
+    format!("evt_{}", Uuid::new_v4().simple())
+}
+
+/// Asserts a problem answer and returns its body.
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn every_scheme_stores_a_validly_signed_delivery_with_its_job_and_event() {
+    let app = spawn().await;
+    for scheme in SCHEMES {
+        let id = delivery_id();
+        let delivery = Delivery::valid(scheme, &id);
+        let response = delivery.post(&app).await;
+        assert_eq!(response.status(), StatusCode::OK, "{scheme:?}");
+        let receipt: Value = response.json().await.unwrap();
+        assert_eq!(receipt["duplicate"], false, "{scheme:?}");
+        let event_id: Uuid = receipt["id"].as_str().unwrap().parse().unwrap();
+
+        let client = app.db().pool().get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT source, delivery_id, body, headers, status FROM webhook_events WHERE id = $1",
+                &[&event_id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), scheme.as_str());
+        assert_eq!(row.get::<_, String>(1), id);
+        assert_eq!(
+            row.get::<_, Vec<u8>>(2),
+            delivery.body,
+            "stored byte for byte"
+        );
+        assert_eq!(row.get::<_, String>(4), "received");
+        let headers: Value = row.get(3);
+        let signature = scheme.signature_header().to_ascii_lowercase();
+        assert_eq!(headers[&signature], "[redacted]", "{scheme:?}: {headers}");
+        assert!(headers.get("authorization").is_none(), "{headers}");
+        assert_eq!(headers["content-type"], "application/json");
+
+        let queued = count(
+            &app,
+            &format!(
+                "SELECT count(*) FROM outbox WHERE \
+                 (message_type = 'webhook.process' OR message_type = 'webhook.received') \
+                 AND payload->'data'->>'event_id' = '{event_id}'"
+            ),
+        )
+        .await;
+        assert_eq!(queued, 2, "{scheme:?}: job and domain event");
+    }
+    assert_eq!(stored_events(&app).await, 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tampered_body_is_refused_with_401_and_nothing_is_stored() {
+    let app = spawn().await;
+    for scheme in SCHEMES {
+        let mut delivery = Delivery::valid(scheme, &delivery_id());
+        // One byte: what a re-serialising proxy or an attacker would change.
+        let last = delivery.body.len() - 2;
+        delivery.body[last] ^= 0x01;
+        let body = problem(delivery.post(&app).await, StatusCode::UNAUTHORIZED).await;
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("webhook-bad-signature"),
+            "{scheme:?}: {body}"
+        );
+    }
+    assert_eq!(stored_events(&app).await, 0);
+    assert_eq!(outbox_rows(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_signed_with_a_wrong_secret_is_refused_with_401() {
+    let app = spawn().await;
+    for scheme in SCHEMES {
+        let delivery = Delivery::signed(scheme, Key::Wrong, &delivery_id(), now());
+        let body = problem(delivery.post(&app).await, StatusCode::UNAUTHORIZED).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("signature"),
+            "{scheme:?}: {body}"
+        );
+    }
+    assert_eq!(stored_events(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_secret_is_refused_while_the_still_active_previous_one_is_accepted() {
+    let app = spawn().await;
+    for scheme in SCHEMES {
+        let retired = Delivery::signed(scheme, Key::Retired, &delivery_id(), now());
+        problem(retired.post(&app).await, StatusCode::UNAUTHORIZED).await;
+        let previous = Delivery::signed(scheme, Key::Previous, &delivery_id(), now());
+        assert_eq!(
+            previous.post(&app).await.status(),
+            StatusCode::OK,
+            "{scheme:?}"
+        );
+    }
+    assert_eq!(
+        stored_events(&app).await,
+        4,
+        "only the previous-secret deliveries"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_without_its_signature_headers_is_refused_with_401_naming_the_header() {
+    let app = spawn().await;
+    let cases = [
+        (Scheme::Shopify, "X-Shopify-Hmac-Sha256"),
+        (Scheme::Github, "X-Hub-Signature-256"),
+        (Scheme::Stripe, "Stripe-Signature"),
+        (Scheme::Standard, "webhook-signature"),
+        (Scheme::Standard, "webhook-timestamp"),
+    ];
+    for (scheme, header) in cases {
+        let delivery = Delivery::valid(scheme, &delivery_id()).without_header(header);
+        let body = problem(delivery.post(&app).await, StatusCode::UNAUTHORIZED).await;
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("webhook-missing-header"),
+            "{body}"
+        );
+        assert!(body["detail"].as_str().unwrap().contains(header), "{body}");
+    }
+    assert_eq!(stored_events(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_delivery_without_a_delivery_id_is_refused_with_400() {
+    let app = spawn().await;
+    let stripe_without_id = Delivery::sign(
+        Scheme::Stripe,
+        Key::Current,
+        "",
+        now(),
+        br#"{"object":"event","type":"charge.succeeded"}"#.to_vec(),
+    );
+    let cases = [
+        Delivery::valid(Scheme::Shopify, "x").without_header("X-Shopify-Event-Id"),
+        Delivery::valid(Scheme::Github, "x").without_header("X-GitHub-Delivery"),
+        Delivery::valid(Scheme::Standard, "x").without_header("webhook-id"),
+        stripe_without_id,
+    ];
+    for delivery in cases {
+        let body = problem(delivery.post(&app).await, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("webhook-missing-delivery-id"),
+            "{:?}: {body}",
+            delivery.scheme
+        );
+    }
+    assert_eq!(stored_events(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stale_and_future_timestamps_are_refused_with_400_for_stripe_and_standard() {
+    let app = spawn().await;
+    for scheme in [Scheme::Stripe, Scheme::Standard] {
+        for (offset, check) in [(-301, "stale-timestamp"), (301, "future-timestamp")] {
+            let delivery = Delivery::signed(scheme, Key::Current, &delivery_id(), now() + offset);
+            let body = problem(delivery.post(&app).await, StatusCode::BAD_REQUEST).await;
+            assert!(
+                body["type"].as_str().unwrap().ends_with(check),
+                "{scheme:?} {offset}: {body}"
+            );
+        }
+        // Inside the tolerance on either side: accepted.
+        for offset in [-290, 290] {
+            let delivery = Delivery::signed(scheme, Key::Current, &delivery_id(), now() + offset);
+            assert_eq!(delivery.post(&app).await.status(), StatusCode::OK);
+        }
+    }
+    assert_eq!(
+        stored_events(&app).await,
+        4,
+        "only the four in-tolerance deliveries"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_sources_limit_is_refused_with_413_and_nothing_is_stored() {
+    let app = spawn().await;
+    for scheme in SCHEMES {
+        let id = delivery_id();
+        let body = match scheme {
+            Scheme::Stripe => format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(BODY_LIMIT)),
+            _ => format!(r#"{{"pad":"{}"}}"#, "x".repeat(BODY_LIMIT)),
+        };
+        let delivery = Delivery::sign(scheme, Key::Current, &id, now(), body.into_bytes());
+        problem(delivery.post(&app).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    }
+    assert_eq!(stored_events(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_the_limit_is_accepted() {
+    let app = spawn().await;
+    let id = delivery_id();
+    let filler = BODY_LIMIT - r#"{"pad":""}"#.len();
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(filler));
+    assert_eq!(body.len(), BODY_LIMIT);
+    let delivery = Delivery::sign(Scheme::Github, Key::Current, &id, now(), body.into_bytes());
+    assert_eq!(delivery.post(&app).await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivery_answers_200_duplicate_with_the_first_events_id_and_is_stored_once() {
+    let app = spawn().await;
+    for scheme in SCHEMES {
+        let delivery = Delivery::valid(scheme, &delivery_id());
+        let first: Value = delivery.post(&app).await.json().await.unwrap();
+        let again = delivery.post(&app).await;
+        assert_eq!(again.status(), StatusCode::OK);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(first["duplicate"], false);
+        assert_eq!(again["duplicate"], true, "{scheme:?}");
+        assert_eq!(again["id"], first["id"], "{scheme:?}");
+    }
+    assert_eq!(stored_events(&app).await, 4);
+    assert_eq!(
+        outbox_rows(&app).await,
+        8,
+        "one job and one event per stored delivery"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_source_is_a_404_problem() {
+    let app = spawn().await;
+    let response = app
+        .client
+        .post(format!("{}/webhooks/nobody", app.address))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, StatusCode::NOT_FOUND).await;
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("webhook-unknown-source")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_need_no_bearer_token_and_other_methods_get_405() {
+    let app = spawn().await;
+    let response = app
+        .client
+        .get(format!("{}/webhooks/shopify", app.address))
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_are_counted_by_source_and_outcome_with_the_failed_check_as_label() {
+    let app = spawn().await;
+    Delivery::valid(Scheme::Shopify, &delivery_id())
+        .post(&app)
+        .await;
+    Delivery::signed(Scheme::Github, Key::Wrong, &delivery_id(), now())
+        .post(&app)
+        .await;
+    Delivery::signed(Scheme::Stripe, Key::Current, &delivery_id(), now() - 3600)
+        .post(&app)
+        .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        r#"webhooks_received_total{source="shopify",outcome="stored"} 1"#,
+        r#"webhooks_received_total{source="github",outcome="bad_signature"} 1"#,
+        r#"webhooks_received_total{source="stripe",outcome="stale_timestamp"} 1"#,
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.ends_with(line) || l.contains(line)),
+            "missing {line} in:\n{metrics}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_are_accepted_while_rabbitmq_is_unreachable_and_published_once_it_returns() {
+    let app = spawn_app_behind_proxies_with(configure).await;
+    let proxies = app.proxies.as_ref().unwrap();
+    proxies.rabbitmq.cut();
+
+    let started = std::time::Instant::now();
+    for scheme in SCHEMES {
+        let response = Delivery::valid(scheme, &delivery_id()).post(&app).await;
+        assert_eq!(response.status(), StatusCode::OK, "{scheme:?}");
+    }
+    // Never waits for the broker (its publish timeout is seconds).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stored_events(&app).await, 4);
+    let unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
+    assert_eq!(count(&app, unpublished).await, 8);
+
+    proxies.rabbitmq.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = count(&app, unpublished).await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} outbox rows still unpublished 30 s after RabbitMQ returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}
