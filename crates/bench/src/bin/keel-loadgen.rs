@@ -63,6 +63,11 @@ struct Args {
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
 
+    /// A header whose value is unique to each request (`<run id>-<n>`), for
+    /// servers that de-duplicate on it (webhook delivery ids); repeatable.
+    #[arg(long = "unique-header")]
+    unique_headers: Vec<String>,
+
     /// Request body (sent with every request).
     #[arg(short = 'b', long, conflicts_with = "body_file")]
     body: Option<String>,
@@ -93,6 +98,10 @@ struct Plan {
     path: Uri,
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Sent with `<unique_prefix>-<counter>`, a fresh value per request.
+    unique_headers: Vec<HeaderName>,
+    unique_prefix: String,
+    counter: std::sync::atomic::AtomicU64,
     body: Bytes,
     timeout: Duration,
     /// Gap between two requests of one connection, when a rate is set.
@@ -243,6 +252,16 @@ fn build_plan(args: &Args) -> Result<Plan> {
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>>>()?;
+    let unique_headers = args
+        .unique_headers
+        .iter()
+        .map(|name| HeaderName::try_from(name.trim()).context("parsing --unique-header"))
+        .collect::<Result<Vec<_>>>()?;
+    // Distinct across runs too: the process id and the start time.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let unique_prefix = format!("{}-{started}", std::process::id());
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Bytes::from(b.clone()),
         (None, Some(f)) => {
@@ -262,6 +281,9 @@ fn build_plan(args: &Args) -> Result<Plan> {
         path,
         method,
         headers,
+        unique_headers,
+        unique_prefix,
+        counter: std::sync::atomic::AtomicU64::new(0),
         body,
         timeout: Duration::from_secs_f64(args.timeout),
         interval,
@@ -423,6 +445,12 @@ async fn send_one(plan: &Plan, sender: &mut Option<Sender>) -> Result<u16> {
         .header(hyper::header::HOST, plan.authority.as_str());
     for (name, value) in &plan.headers {
         builder = builder.header(name, value);
+    }
+    for name in &plan.unique_headers {
+        let n = plan
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        builder = builder.header(name, format!("{}-{n}", plan.unique_prefix));
     }
     if !plan.body.is_empty()
         && !plan
