@@ -54,13 +54,16 @@ fuzz_api() {
     log "fuzz: schemathesis against $url/api/v1/openapi.json"
     # not_a_server_error: no 5xx. response_schema_conformance: every
     # documented response matches its schema. The stateful phase is off:
-    # it would log the fuzzing user out half-way (logout-all).
+    # it would log the fuzzing user out half-way (logout-all). The coverage
+    # phase is off too: under CPython 3.11 it intermittently dies inside
+    # its own body generator (a SystemError from the AST constructor, not
+    # an API failure) and would fail the step for the tool's sake.
     # From the log folder: schemathesis writes its working files to the
     # current directory.
     (cd "$logdir" && timeout 300 "$st" run "$url/api/v1/openapi.json" --url "$url" \
         "${auth[@]}" \
         --checks not_a_server_error,response_schema_conformance \
-        --phases examples,coverage,fuzzing \
+        --phases examples,fuzzing \
         --max-examples "${FUZZ_MAX_EXAMPLES:-25}" \
         --request-timeout 10 \
         --max-time "${FUZZ_MAX_TIME:-180}" \
