@@ -134,7 +134,10 @@ async fn a_hot_client_reserving_in_batches_never_exceeds_its_limit() {
     // than the limit plus what GCRA refilled meanwhile (one per 300 ms),
     // and only a reservation's worth less.
     let refilled = (started.elapsed().as_millis() / 300) as u32 + 1;
-    assert!(passed <= 200 + refilled, "{passed} passed, {refilled} refilled");
+    assert!(
+        passed <= 200 + refilled,
+        "{passed} passed, {refilled} refilled"
+    );
     assert!(passed >= 180, "{passed} passed");
     app.stop().await;
 }
