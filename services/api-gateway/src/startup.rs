@@ -127,6 +127,7 @@ impl Application {
         let upstreams = Upstreams::new(&settings.upstreams, settings.http.body_limit)
             .map_err(StartupError::Upstreams)?;
         let edge = Edge {
+            trusted_proxies: settings.http.trusted_proxies.clone().into(),
             authenticator: Arc::new(
                 Authenticator::new(
                     &settings.authn,

@@ -203,8 +203,8 @@ impl Authenticator {
         })
     }
 
-    /// Whether `peer` is one of the configured trusted proxies.
-    pub fn is_trusted_proxy(&self, peer: Option<IpAddr>) -> bool {
+    /// Whether `peer` is one of the configured identity proxies.
+    fn is_trusted_proxy(&self, peer: Option<IpAddr>) -> bool {
         match (&self.trusted, peer) {
             (Some(trusted), Some(ip)) => trusted.networks.iter().any(|n| n.contains(&ip)),
             _ => false,

@@ -9,9 +9,11 @@
 //!
 //! - [`cors`]: the CORS policy.
 //! - [`rate_limit`]: GCRA in Redis, per route class.
-//! - [`client_ip`]: the client's address behind trusted proxies.
+//!
+//! Anonymous requests are rate-limited by client address: the TCP peer, or
+//! what a proxy in `http.trusted_proxies` (an ingress) forwarded
+//! (`keel_http::client_ip`).
 
-pub mod client_ip;
 pub mod cors;
 pub mod rate_limit;
 
@@ -32,6 +34,8 @@ pub struct Edge {
     pub authenticator: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     pub cors: CorsSettings,
+    /// Proxies whose `X-Forwarded-For` names the client (`http.trusted_proxies`).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Edge {
@@ -50,12 +54,11 @@ impl Edge {
         >,
     > {
         let limiter = self.limiter;
-        let for_limiter = self.authenticator.clone();
+        let trusted_proxies = self.trusted_proxies;
         let authenticator = self.authenticator;
         web::scope("/api/v1")
             .wrap(from_fn(move |req: ServiceRequest, next| {
-                let peer = req.peer_addr().map(|a| a.ip());
-                let ip = client_ip::client_ip(&req, for_limiter.is_trusted_proxy(peer));
+                let ip = keel_http::client_ip::of_request(req.request(), &trusted_proxies);
                 rate_limit::middleware(limiter.clone(), ip, req, next)
             }))
             .wrap(from_fn(move |req, next| {

@@ -141,3 +141,61 @@ async fn a_hot_client_reserving_in_batches_never_exceeds_its_limit() {
     assert!(passed >= 180, "{passed} passed");
     app.stop().await;
 }
+
+/// Behind an ingress every request arrives from the ingress: anonymous
+/// clients are told apart by what a trusted proxy forwarded, and a client
+/// that is not a trusted proxy cannot pick a fresh bucket with the header.
+#[tokio::test]
+async fn anonymous_budgets_follow_the_client_a_trusted_proxy_forwards() {
+    let send = |app: &crate::helpers::TestApp, forwarded: &'static str| {
+        app.client
+            .get(format!("{}{PUBLIC}", app.address))
+            .header("X-Forwarded-For", forwarded)
+            .send()
+    };
+
+    let behind_ingress = spawn_app_with(|s| {
+        tight(s);
+        s.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(&behind_ingress, "198.51.100.1")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        send(&behind_ingress, "198.51.100.1")
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    // Another client behind the same ingress has its own budget.
+    assert_eq!(
+        send(&behind_ingress, "198.51.100.2")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    behind_ingress.stop().await;
+
+    let at_the_edge = spawn_app_with(tight).await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(&at_the_edge, "198.51.100.1").await.unwrap().status(),
+            200
+        );
+    }
+    // Not a trusted proxy: the header changes nothing, the peer is limited.
+    assert_eq!(
+        send(&at_the_edge, "198.51.100.2").await.unwrap().status(),
+        429
+    );
+    at_the_edge.stop().await;
+}
