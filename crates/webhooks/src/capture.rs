@@ -48,6 +48,12 @@ impl Captured {
 /// then commits; on [`Captured::Duplicate`] the transaction holds no change
 /// from this call).
 ///
+/// The outbox rows are written without a NOTIFY: PostgreSQL serialises the
+/// commits of notifying transactions, which would cost ingest its group
+/// commit. After committing a [`Captured::Stored`], call
+/// [`keel_outbox::wake_relays`] (coalesced across requests, as the gateway
+/// does) or let the relay's poll find the rows.
+///
 /// The three inserts are sent at once (tokio-postgres pipelines statements
 /// issued concurrently on one connection): one round trip instead of three,
 /// which is most of an ingest's latency. The outbox rows are therefore
@@ -89,12 +95,12 @@ pub async fn capture(transaction: &impl GenericClient, event: &NewEvent<'_>) -> 
                 .map_err(Error::from)
         },
         async {
-            keel_outbox::enqueue_job(transaction, &job)
+            keel_outbox::enqueue_job_quietly(transaction, &job)
                 .await
                 .map_err(Error::from)
         },
         async {
-            keel_outbox::enqueue_event(transaction, &received)
+            keel_outbox::enqueue_event_quietly(transaction, &received)
                 .await
                 .map_err(Error::from)
         },

@@ -86,8 +86,12 @@ async fn ingest(
     )
     .await?;
     transaction.commit().await.map_err(keel_db::Error::from)?;
-    if let Captured::Duplicate(id) = captured {
-        tracing::info!(event_id = %id, delivery_id, "webhook redelivered; already stored");
+    drop(client);
+    match captured {
+        Captured::Stored(_) => webhooks.waker.wake(),
+        Captured::Duplicate(id) => {
+            tracing::info!(event_id = %id, delivery_id, "webhook redelivered; already stored");
+        }
     }
     Ok(captured)
 }

@@ -8,6 +8,8 @@
 //!   environment, development secrets refused in production).
 //! - [`error`]: [`error::WebhookError`], the area's answers as problems.
 //! - [`metrics`]: `webhooks_received{source, outcome}`.
+//! - [`wake`]: coalesced outbox-relay wake-ups after captures (their rows
+//!   are written without NOTIFY, which would serialise ingest's commits).
 //!
 //! Schemes, storage and capture live in `keel_webhooks`; the worker applies
 //! the captured events. Design: `docs/adr/0011-inbound-webhooks.md`.
@@ -16,6 +18,7 @@ pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod settings;
+pub mod wake;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use prometheus_client::registry::Registry;
 
 use crate::webhooks::metrics::WebhookMetrics;
 use crate::webhooks::settings::WebhooksSettings;
+use crate::webhooks::wake::RelayWaker;
 
 /// One configured source, ready to verify.
 #[derive(Debug)]
@@ -50,6 +54,7 @@ pub struct Webhooks {
     pool: Pool,
     sources: Arc<HashMap<String, Source>>,
     metrics: WebhookMetrics,
+    waker: RelayWaker,
 }
 
 impl Webhooks {
@@ -89,6 +94,7 @@ impl Webhooks {
             );
         }
         Ok(Self {
+            waker: RelayWaker::new(pool.clone()),
             pool,
             sources: Arc::new(sources),
             metrics: WebhookMetrics::register(registry),
