@@ -12,7 +12,7 @@ use crate::error::Result;
 /// transaction that writes the state the job refers to: the row commits (and
 /// the relay is notified) only with it.
 pub async fn enqueue_job(client: &impl GenericClient, envelope: &Envelope<Job>) -> Result<()> {
-    insert_job(client, envelope, Wake::OnCommit).await
+    OutboxRow::job(envelope)?.insert(client).await
 }
 
 /// Queues a domain event for publishing to the events exchange, with its
@@ -21,25 +21,7 @@ pub async fn enqueue_event(
     client: &impl GenericClient,
     envelope: &Envelope<DomainEvent>,
 ) -> Result<()> {
-    insert_event(client, envelope, Wake::OnCommit).await
-}
-
-/// [`enqueue_job`] without the NOTIFY: for write paths that must keep
-/// PostgreSQL's group commit (see [`wake_relays`]), which then call
-/// [`wake_relays`] after their commit (or rely on the relay's poll).
-pub async fn enqueue_job_quietly(
-    client: &impl GenericClient,
-    envelope: &Envelope<Job>,
-) -> Result<()> {
-    insert_job(client, envelope, Wake::Later).await
-}
-
-/// [`enqueue_event`] without the NOTIFY; see [`enqueue_job_quietly`].
-pub async fn enqueue_event_quietly(
-    client: &impl GenericClient,
-    envelope: &Envelope<DomainEvent>,
-) -> Result<()> {
-    insert_event(client, envelope, Wake::Later).await
+    OutboxRow::event(envelope)?.insert(client).await
 }
 
 /// Wakes the relays of the client's schema, in a transaction of its own
@@ -62,91 +44,80 @@ pub async fn wake_relays(client: &impl GenericClient) -> Result<()> {
     Ok(())
 }
 
-/// Whether the insert also NOTIFYs the relays (on commit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wake {
-    OnCommit,
-    Later,
+/// An outbox row's values, for a writer that inserts the row inside its own
+/// statement — e.g. `INSERT INTO outbox (COLUMNS) SELECT ... FROM inserted`,
+/// so the row exists only when the writer's own insert happened. Such rows
+/// carry no NOTIFY: call [`wake_relays`] after the commit (or let the
+/// relay's poll find them).
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: Uuid,
+    pub target: &'static str,
+    pub routing_key: &'static str,
+    pub message_type: &'static str,
+    pub payload: serde_json::Value,
+    /// Trace context of the writing span.
+    pub headers: serde_json::Value,
 }
 
-async fn insert_job(
-    client: &impl GenericClient,
-    envelope: &Envelope<Job>,
-    wake: Wake,
-) -> Result<()> {
-    insert(
-        client,
-        envelope.id,
-        Target::Jobs,
-        envelope.body.queue().routing_key(),
-        envelope.message_type(),
-        serde_json::to_value(envelope)?,
-        wake,
-    )
-    .await
+impl OutboxRow {
+    /// The `outbox` columns the fields fill, in field order.
+    pub const COLUMNS: &'static str = "id, target, routing_key, message_type, payload, headers";
+
+    /// The row [`enqueue_job`] would write.
+    pub fn job(envelope: &Envelope<Job>) -> Result<Self> {
+        Ok(Self {
+            id: envelope.id,
+            target: Target::Jobs.as_str(),
+            routing_key: envelope.body.queue().routing_key(),
+            message_type: envelope.message_type(),
+            payload: serde_json::to_value(envelope)?,
+            headers: serde_json::to_value(current_trace_headers())?,
+        })
+    }
+
+    /// The row [`enqueue_event`] would write.
+    pub fn event(envelope: &Envelope<DomainEvent>) -> Result<Self> {
+        Ok(Self {
+            id: envelope.id,
+            target: Target::Events.as_str(),
+            routing_key: envelope.message_type(),
+            message_type: envelope.message_type(),
+            payload: serde_json::to_value(envelope)?,
+            headers: serde_json::to_value(current_trace_headers())?,
+        })
+    }
 }
 
-async fn insert_event(
-    client: &impl GenericClient,
-    envelope: &Envelope<DomainEvent>,
-    wake: Wake,
-) -> Result<()> {
-    insert(
-        client,
-        envelope.id,
-        Target::Events,
-        envelope.message_type(),
-        envelope.message_type(),
-        serde_json::to_value(envelope)?,
-        wake,
-    )
-    .await
-}
-
-async fn insert(
-    client: &impl GenericClient,
-    id: Uuid,
-    target: Target,
-    routing_key: &str,
-    message_type: &str,
-    payload: serde_json::Value,
-    wake: Wake,
-) -> Result<()> {
-    // The trace context of the request writing the row, so the consumer's
-    // span continues that trace rather than the relay's.
-    let headers = serde_json::to_value(current_trace_headers())?;
-    let sql = match wake {
+impl OutboxRow {
+    async fn insert(&self, client: &impl GenericClient) -> Result<()> {
         // One round trip: insert, then NOTIFY the relay on the schema's
         // channel. Postgres delivers notifications only on commit (nothing
         // on rollback) and folds identical ones within a transaction.
-        Wake::OnCommit => {
-            "WITH inserted AS ( \
-                 INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 RETURNING id \
-             ) \
-             SELECT pg_notify('outbox_' || current_schema(), '') FROM inserted"
-        }
-        Wake::Later => {
-            "INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
-             VALUES ($1, $2, $3, $4, $5, $6)"
-        }
-    };
-    // Cached per connection: a statement given as text is prepared again
-    // on every call (one more round trip).
-    let statement = client.prepare_cached(sql).await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &id,
-                &target.as_str(),
-                &routing_key,
-                &message_type,
-                &payload,
-                &headers,
-            ],
-        )
-        .await?;
-    Ok(())
+        // Prepared once per connection (text would be prepared every call).
+        let statement = client
+            .prepare_cached(
+                "WITH inserted AS ( \
+                     INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     RETURNING id \
+                 ) \
+                 SELECT pg_notify('outbox_' || current_schema(), '') FROM inserted",
+            )
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &self.id,
+                    &self.target,
+                    &self.routing_key,
+                    &self.message_type,
+                    &self.payload,
+                    &self.headers,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
 }

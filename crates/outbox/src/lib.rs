@@ -23,9 +23,7 @@ pub mod metrics;
 pub mod relay;
 pub mod schema;
 
-pub use enqueue::{
-    enqueue_event, enqueue_event_quietly, enqueue_job, enqueue_job_quietly, wake_relays,
-};
+pub use enqueue::{OutboxRow, enqueue_event, enqueue_job, wake_relays};
 pub use error::{Error, Result};
 pub use metrics::RelayMetrics;
 pub use relay::{Relay, RelayOptions};

@@ -72,10 +72,11 @@ async fn ingest(
             .map(|(name, value)| (name.as_str(), value.as_bytes())),
     );
 
-    let mut client = webhooks.pool.get().await.map_err(keel_db::Error::from)?;
-    let transaction = client.transaction().await.map_err(keel_db::Error::from)?;
+    // No explicit transaction: the capture is one statement, atomic and
+    // committed on its own in one round trip.
+    let client = webhooks.pool.get().await.map_err(keel_db::Error::from)?;
     let captured = keel_webhooks::capture(
-        &transaction,
+        &client,
         &NewEvent {
             source: &source.name,
             topic: topic.as_deref(),
@@ -85,7 +86,6 @@ async fn ingest(
         },
     )
     .await?;
-    transaction.commit().await.map_err(keel_db::Error::from)?;
     drop(client);
     match captured {
         Captured::Stored(_) => webhooks.waker.wake(),
