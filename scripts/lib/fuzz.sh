@@ -26,10 +26,16 @@ fuzz_venv() {
 
 # Prints an access token of a fresh user, or nothing if auth cannot issue one.
 fuzz_token() {
-    local url=$1 body
+    local url=$1 body attempt
     body="{\"email\":\"fuzz-$$-$RANDOM@example.com\",\"password\":\"fuzz-Password-$RANDOM-$RANDOM\"}"
-    curl -fsS -o /dev/null --max-time 10 -H 'content-type: application/json' -d "$body" \
-        "$url/api/v1/auth/register" || return 0
+    # The stack step has just restarted the servers: auth may need a moment
+    # longer than the gateway to reconnect, so try for a few seconds.
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        curl -fsS -o /dev/null --max-time 10 -H 'content-type: application/json' -d "$body" \
+            "$url/api/v1/auth/register" 2>/dev/null && break
+        ((attempt == 10)) && return 0
+        sleep 1
+    done
     curl -fsS --max-time 10 -H 'content-type: application/json' -d "$body" "$url/api/v1/auth/login" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null || true
 }
