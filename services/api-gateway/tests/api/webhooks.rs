@@ -369,3 +369,30 @@ async fn webhooks_are_accepted_while_rabbitmq_is_unreachable_and_published_once_
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stored_delivery_wakes_the_relay_without_waiting_for_its_poll() {
+    // The capture writes its outbox rows without NOTIFY (it would serialise
+    // commits); the gateway's wake-up after commit must reach the relay.
+    let app = spawn_app_with(|settings| {
+        configure(settings);
+        settings.outbox.poll_interval = Duration::from_secs(120);
+    })
+    .await;
+    // Let the relay finish its start-up pass and wait on its poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let response = Delivery::valid(Scheme::Github, &delivery_id()).post(&app).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&app, unpublished).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox rows still unpublished 10 s after the capture (poll interval 120 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outbox_rows(&app).await, 2);
+    app.stop().await;
+}
