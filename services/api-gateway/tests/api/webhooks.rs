@@ -381,7 +381,9 @@ async fn a_stored_delivery_wakes_the_relay_without_waiting_for_its_poll() {
     .await;
     // Let the relay finish its start-up pass and wait on its poll.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let response = Delivery::valid(Scheme::Github, &delivery_id()).post(&app).await;
+    let response = Delivery::valid(Scheme::Github, &delivery_id())
+        .post(&app)
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
