@@ -379,8 +379,18 @@ async fn a_stored_delivery_wakes_the_relay_without_waiting_for_its_poll() {
         settings.outbox.poll_interval = Duration::from_secs(120);
     })
     .await;
-    // Let the relay finish its start-up pass and wait on its poll.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the relay's LISTEN connection (a NOTIFY before it is lost;
+    // under a loaded test run that can take more than a moment).
+    let listening = "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query LIKE 'LISTEN %'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&app, listening).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let response = Delivery::valid(Scheme::Github, &delivery_id())
         .post(&app)
         .await;
