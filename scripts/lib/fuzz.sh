@@ -26,18 +26,23 @@ fuzz_venv() {
 
 # Prints an access token of a fresh user, or nothing if auth cannot issue one.
 fuzz_token() {
-    local url=$1 body attempt
+    local url=$1 body attempt token=""
     body="{\"email\":\"fuzz-$$-$RANDOM@example.com\",\"password\":\"fuzz-Password-$RANDOM-$RANDOM\"}"
-    # The stack step has just restarted the servers: auth may need a moment
-    # longer than the gateway to reconnect, so try for a few seconds.
+    # The stack step has just restarted the servers: the first request that
+    # meets a connection the restart broke fails once (503) while the
+    # client reconnects, so try for a few seconds.
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         curl -fsS -o /dev/null --max-time 10 -H 'content-type: application/json' -d "$body" \
-            "$url/api/v1/auth/register" 2>/dev/null && break
-        ((attempt == 10)) && return 0
-        sleep 1
+            "$url/api/v1/auth/register" 2>/dev/null || true
+        token="$(curl -fsS --max-time 10 -H 'content-type: application/json' -d "$body" \
+            "$url/api/v1/auth/login" 2>/dev/null |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null || true)"
+        if [[ -n "$token" ]]; then
+            echo "$token"
+            return 0
+        fi
+        ((attempt == 10)) || sleep 1
     done
-    curl -fsS --max-time 10 -H 'content-type: application/json' -d "$body" "$url/api/v1/auth/login" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null || true
 }
 
 fuzz_api() {
