@@ -15,6 +15,8 @@ pub mod settings;
 
 pub use deadpool_postgres::{GenericClient, Object as Client, Pool, Transaction};
 pub use error::{Error, Result};
-pub use migrate::{Migration, MigrationSet, migrate, migrate_when_ready};
+pub use migrate::{
+    Migration, MigrationSet, STARTUP_PATIENCE, connect_and_migrate, migrate, migrate_when_ready,
+};
 pub use pool::{check, connect, connection_config};
 pub use settings::DatabaseSettings;

@@ -109,3 +109,19 @@ pub async fn migrate_when_ready(
         }
     }
 }
+
+/// How long a starting service waits for PostgreSQL before giving up.
+pub const STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A service's pool, with its schema migrated: what every service does at
+/// start and in its `migrate` subcommand.
+pub async fn connect_and_migrate(
+    settings: &crate::DatabaseSettings,
+    schema: &str,
+    application: &str,
+    sets: &[&MigrationSet],
+) -> Result<Pool> {
+    let pool = crate::connect(settings, schema, application)?;
+    migrate_when_ready(&pool, schema, sets, STARTUP_PATIENCE).await?;
+    Ok(pool)
+}

@@ -1,7 +1,6 @@
 //! Wiring: from settings to a running analytics service.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use keel_db::MigrationSet;
 use keel_http::{Operational, Readiness, Routes, Server};
@@ -12,9 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::{DEFAULTS, Settings};
 use crate::{SCHEMA, SERVICE};
-
-/// How long start-up waits for PostgreSQL before giving up.
-const MIGRATION_PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,8 +45,7 @@ impl Service for Analytics {
     }
 
     async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?;
         Ok(())
     }
 
@@ -87,8 +82,8 @@ impl Application {
         identity: &ServiceIdentity,
     ) -> Result<Self, StartupError> {
         let registry = keel_telemetry::metrics::registry(identity);
-        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        let pool = keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations())
+            .await?;
         let broker = Broker::new(settings.amqp.clone(), SERVICE);
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))

@@ -1,7 +1,6 @@
 //! Wiring: from settings to a running gateway.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use keel_cache::Redis;
 use keel_db::MigrationSet;
@@ -20,9 +19,6 @@ use crate::proxy::Upstreams;
 use crate::settings::{DEFAULTS, Settings};
 use crate::webhooks::{self, Webhooks};
 use crate::{SCHEMA, SERVICE};
-
-/// How long start-up waits for PostgreSQL before giving up.
-const MIGRATION_PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -66,8 +62,7 @@ impl Service for Gateway {
     }
 
     async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?;
         Ok(())
     }
 
@@ -111,8 +106,8 @@ impl Application {
         identity: &ServiceIdentity,
     ) -> Result<Self, StartupError> {
         let mut registry = keel_telemetry::metrics::registry(identity);
-        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        let pool = keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations())
+            .await?;
         let redis = Redis::new(&settings.redis)?;
         let broker = Broker::new(settings.amqp.clone(), SERVICE);
         let relay = Relay::new(

@@ -1,7 +1,6 @@
 //! Wiring: from settings to a running auth service.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use keel_cache::Redis;
 use keel_db::MigrationSet;
@@ -19,9 +18,6 @@ use crate::state::AppState;
 use crate::throttle::Throttle;
 use crate::users::Users;
 use crate::{SCHEMA, SERVICE};
-
-/// How long start-up waits for PostgreSQL before giving up.
-const MIGRATION_PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -61,8 +57,7 @@ impl Service for AuthService {
     }
 
     async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?;
         Ok(())
     }
 
@@ -103,8 +98,8 @@ impl Application {
         identity: &ServiceIdentity,
     ) -> Result<Self, StartupError> {
         let mut registry = keel_telemetry::metrics::registry(identity);
-        let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-        keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+        let pool = keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations())
+            .await?;
         let redis = Redis::new(&settings.redis)?;
         let state = build_state(&settings, pool.clone(), redis.clone())?;
         bootstrap_admin(&state).await?;
@@ -213,8 +208,8 @@ pub async fn create_admin(
     email: &str,
     password: &str,
 ) -> Result<crate::admin::Outcome, StartupError> {
-    let pool = keel_db::connect(&settings.database, SCHEMA, SERVICE)?;
-    keel_db::migrate_when_ready(&pool, SCHEMA, &migrations(), MIGRATION_PATIENCE).await?;
+    let pool =
+        keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?;
     let hasher = Hasher::new(&settings.passwords)?;
     crate::admin::ensure_admin(&Users::new(pool), &hasher, email, password)
         .await
