@@ -12,11 +12,15 @@
 //!   in the same transaction.
 //! - [`cursor`]: opaque keyset cursors for newest-first listing.
 //! - [`idempotency`]: `Idempotency-Key` records (claim, replay, complete).
+//! - [`exports`]: the exports domain (types, state machine, its own
+//!   migration set `exports::MIGRATIONS`, queries, the `COPY` statement of
+//!   a file), with its own `exports::Error`.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod exports;
 pub mod idempotency;
 pub mod orders;
 pub mod schema;
