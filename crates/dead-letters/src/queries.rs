@@ -1,0 +1,170 @@
+//! Reading the archive: a newest-first page, one dead letter.
+
+use chrono::{DateTime, Utc};
+use keel_db::GenericClient;
+use keel_store::cursor::Cursor;
+use serde::Serialize;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Page size when the caller names none, and the largest allowed (API.md).
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Where a dead letter stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for an admin.
+    Dead,
+    /// Sent back to its queue (as a new message, `requeued_as`).
+    Requeued,
+}
+
+impl Status {
+    pub const ALL: [Status; 2] = [Status::Dead, Status::Requeued];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Dead => "dead",
+            Status::Requeued => "requeued",
+        }
+    }
+
+    /// Parses the stored (and query-string) form.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// A dead letter without its body and headers (the listing's item).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub message_type: String,
+    pub routing_key: String,
+    pub death_reason: String,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub queue: Option<String>,
+    pub dead_at: DateTime<Utc>,
+    pub deaths: i32,
+    pub status: Status,
+    pub requeued_at: Option<DateTime<Utc>>,
+    pub requeued_by: Option<Uuid>,
+    pub requeued_as: Option<Uuid>,
+}
+
+/// A dead letter with what it carried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeadLetter {
+    pub letter: DeadLetter,
+    /// The AMQP headers, as JSON.
+    pub headers: serde_json::Value,
+    /// The body as it was on the bus.
+    pub body: Vec<u8>,
+}
+
+/// Filters and position of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<Status>,
+    pub message_type: Option<String>,
+    /// After this position (`dead_at`, `id`), newest first.
+    pub cursor: Option<Cursor>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<DeadLetter>,
+    /// Present when more rows may follow.
+    pub next_cursor: Option<Cursor>,
+}
+
+const COLUMNS: &str = "id, message_type, routing_key, death_reason, last_error, attempts, \
+    queue, dead_at, deaths, status, requeued_at, requeued_by, requeued_as";
+
+fn from_row(row: &Row) -> Result<DeadLetter> {
+    let status: String = row.try_get(9)?;
+    Ok(DeadLetter {
+        id: row.try_get(0)?,
+        message_type: row.try_get(1)?,
+        routing_key: row.try_get(2)?,
+        death_reason: row.try_get(3)?,
+        last_error: row.try_get(4)?,
+        attempts: row.try_get(5)?,
+        queue: row.try_get(6)?,
+        dead_at: row.try_get(7)?,
+        deaths: row.try_get(8)?,
+        status: Status::parse(&status).ok_or_else(|| Error::Corrupt(format!("status {status}")))?,
+        requeued_at: row.try_get(10)?,
+        requeued_by: row.try_get(11)?,
+        requeued_as: row.try_get(12)?,
+    })
+}
+
+/// Newest deaths first, optionally filtered by status and message type.
+pub async fn list(client: &impl GenericClient, query: &ListQuery) -> Result<Page> {
+    let limit = query.limit.clamp(1, MAX_LIMIT);
+    let status = query.status.map(Status::as_str);
+    let mut conditions: Vec<String> = Vec::new();
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(status) = &status {
+        params.push(status);
+        conditions.push(format!("status = ${}", params.len()));
+    }
+    if let Some(message_type) = &query.message_type {
+        params.push(message_type);
+        conditions.push(format!("message_type = ${}", params.len()));
+    }
+    if let Some(cursor) = &query.cursor {
+        params.push(&cursor.created_at);
+        params.push(&cursor.id);
+        conditions.push(format!(
+            "(dead_at, id) < (${}, ${})",
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    // One extra row tells whether another page exists.
+    let fetch = i64::from(limit) + 1;
+    params.push(&fetch);
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM dead_letters{filter} ORDER BY dead_at DESC, id DESC LIMIT ${}",
+        params.len()
+    );
+    let rows = client.query(&sql, &params).await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| Cursor {
+            created_at: last.dead_at,
+            id: last.id,
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// One dead letter with its headers and body.
+pub async fn get(client: &impl GenericClient, id: Uuid) -> Result<Option<StoredDeadLetter>> {
+    let sql = format!("SELECT {COLUMNS}, headers, body FROM dead_letters WHERE id = $1");
+    let Some(row) = client.query_opt(&sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredDeadLetter {
+        letter: from_row(&row)?,
+        headers: row.try_get(13)?,
+        body: row.try_get(14)?,
+    }))
+}
