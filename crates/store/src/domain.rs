@@ -236,6 +236,33 @@ impl ExternalId {
     }
 }
 
+/// Where the seller's fulfilment of an order stands, as its shop reports
+/// it: 1 to 32 characters of `a-z` and `_` (`unfulfilled`, `pending`,
+/// `fulfilled`). Recorded, not a transition of [`OrderStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FulfillmentStatus(String);
+
+impl FulfillmentStatus {
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.is_empty()
+            || value.len() > Self::MAX_LEN
+            || !value.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err(format!(
+                "must be 1 to {} characters of a-z and '_'",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One validated line of a new order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewItem {
@@ -270,6 +297,41 @@ pub struct NewOrder {
     /// The owner; `None` for webhook orders with no Keel user.
     pub user_id: Option<Uuid>,
     pub source: Source,
+}
+
+/// An order as a third party (a webhook source) describes it: validated,
+/// keyed by the sender's own id, with the sender's total (Shopify's
+/// `total_price` includes tax, shipping and discounts, so it is not the sum
+/// of the lines). Applied with [`crate::orders::upsert_external`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalOrder {
+    /// `webhook:<source name>`.
+    pub source: Source,
+    pub external_id: ExternalId,
+    pub currency: Currency,
+    pub items: Vec<NewItem>,
+    pub total_cents: TotalCents,
+    pub customer_email: Option<Email>,
+}
+
+/// An order total in minor units: 0 to 10^15 (the largest total an API
+/// order can reach), so sums and conversions stay far inside `i64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotalCents(i64);
+
+impl TotalCents {
+    pub const MAX: i64 = 1_000_000_000_000_000;
+
+    pub fn parse(value: i64) -> Result<Self, String> {
+        if !(0..=Self::MAX).contains(&value) {
+            return Err(format!("must be between 0 and {}", Self::MAX));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
 }
 
 /// The unvalidated shape of a new order as a client sends it.
@@ -409,6 +471,10 @@ pub struct Order {
     pub customer_email: Option<String>,
     pub user_id: Option<Uuid>,
     pub source: String,
+    /// The shop's fulfilment status of a webhook order (`None`: unknown).
+    /// Absent from entries cached before the field existed, hence `default`.
+    #[serde(default)]
+    pub fulfillment_status: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -527,6 +593,15 @@ mod tests {
                 "items[1].unit_price_cents"
             ]
         );
+    }
+
+    #[test]
+    fn fulfillment_statuses_are_short_lowercase_words() {
+        assert!(FulfillmentStatus::parse("unfulfilled").is_ok());
+        assert!(FulfillmentStatus::parse("in_progress").is_ok());
+        for bad in ["", "Fulfilled", "in progress", "x".repeat(33).as_str()] {
+            assert!(FulfillmentStatus::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::cursor::Cursor;
-use crate::domain::{NewOrder, Order, OrderItem, OrderStatus, Scope};
+use crate::domain::{
+    ExternalOrder, FulfillmentStatus, NewItem, NewOrder, Order, OrderItem, OrderStatus, Scope,
+};
 use crate::{Error, Result};
 
 /// Page size when the client names none.
@@ -22,6 +24,7 @@ pub const MAX_LIMIT: u32 = 500;
 /// is one round trip (the items sub-select runs per row on the primary key).
 const SELECT: &str = "SELECT o.id, o.external_id, o.status, o.currency, o.total_cents, \
         o.customer_email, o.user_id, o.source, o.created_at, o.updated_at, \
+        o.fulfillment_status, \
         (SELECT coalesce(jsonb_agg(jsonb_build_object( \
                     'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents) \
                  ORDER BY i.position), '[]'::jsonb) \
@@ -30,7 +33,7 @@ const SELECT: &str = "SELECT o.id, o.external_id, o.status, o.currency, o.total_
 
 fn from_row(row: &Row) -> Result<Order> {
     let status: String = row.try_get(2)?;
-    let items: serde_json::Value = row.try_get(10)?;
+    let items: serde_json::Value = row.try_get(11)?;
     Ok(Order {
         id: row.try_get(0)?,
         external_id: row.try_get(1)?,
@@ -43,6 +46,7 @@ fn from_row(row: &Row) -> Result<Order> {
         customer_email: row.try_get(5)?,
         user_id: row.try_get(6)?,
         source: row.try_get(7)?,
+        fulfillment_status: row.try_get(10)?,
         created_at: row.try_get(8)?,
         updated_at: row.try_get(9)?,
     })
@@ -77,26 +81,7 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
             ],
         )
         .await?;
-    // All lines in one statement, whatever their number.
-    let positions: Vec<i32> = (0..).take(order.items.len()).collect();
-    let skus: Vec<&str> = order.items.iter().map(|i| i.sku.as_str()).collect();
-    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity.get()).collect();
-    let prices: Vec<i64> = order
-        .items
-        .iter()
-        .map(|i| i.unit_price_cents.get())
-        .collect();
-    let insert_items = tx
-        .prepare_cached(
-            "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
-             SELECT $1, p, s, q, u FROM unnest($2::int[], $3::text[], $4::int[], $5::bigint[]) AS t(p, s, q, u)",
-        )
-        .await?;
-    tx.execute(
-        &insert_items,
-        &[&id, &positions, &skus, &quantities, &prices],
-    )
-    .await?;
+    insert_items(tx, id, &order.items).await?;
     let created = Order {
         id,
         external_id: order.external_id.as_ref().map(|e| e.as_str().to_owned()),
@@ -115,6 +100,7 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
         customer_email: order.customer_email.as_ref().map(|e| e.as_str().to_owned()),
         user_id: order.user_id,
         source,
+        fulfillment_status: None,
         created_at: row.try_get(0)?,
         updated_at: row.try_get(1)?,
     };
@@ -124,6 +110,219 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
     )
     .await?;
     Ok(created)
+}
+
+/// Inserts all lines of an order in one statement, whatever their number.
+async fn insert_items(tx: &Transaction<'_>, order_id: Uuid, items: &[NewItem]) -> Result<()> {
+    let positions: Vec<i32> = (0..).take(items.len()).collect();
+    let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+    let quantities: Vec<i32> = items.iter().map(|i| i.quantity.get()).collect();
+    let prices: Vec<i64> = items.iter().map(|i| i.unit_price_cents.get()).collect();
+    let insert_items = tx
+        .prepare_cached(
+            "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
+             SELECT $1, p, s, q, u FROM unnest($2::int[], $3::text[], $4::int[], $5::bigint[]) AS t(p, s, q, u)",
+        )
+        .await?;
+    tx.execute(
+        &insert_items,
+        &[&order_id, &positions, &skus, &quantities, &prices],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a write applied by the worker did to the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A new order (`order.created` written).
+    Created,
+    /// The order changed (`order.updated` written).
+    Updated,
+    /// The order already said this: nothing written, no event.
+    Unchanged,
+}
+
+/// An order after a worker's write, and whether that write changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub order: Order,
+    pub change: Change,
+}
+
+impl Applied {
+    /// Whether the write changed the order (caches must then be told).
+    pub fn changed(&self) -> bool {
+        self.change != Change::Unchanged
+    }
+}
+
+/// Creates the order, or brings the existing one with the same
+/// `(source, external_id)` up to date: currency, lines, total and e-mail
+/// are replaced when any of them differs; status, owner and fulfilment
+/// status are left alone. Writes `order.created` or `order.updated` only
+/// when something changed, so a redelivered webhook emits nothing. Runs in
+/// the caller's transaction; the caller commits.
+pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Result<Applied> {
+    let external_id = &order.external_id;
+    let source = order.source.as_string();
+    // A concurrent insert of the same key (another event about the same
+    // order, on another worker) makes ON CONFLICT wait for its commit, then
+    // skip: this transaction then updates the committed row instead of
+    // failing on the unique index.
+    let id = Uuid::now_v7();
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) \
+             ON CONFLICT (source, external_id) WHERE external_id IS NOT NULL DO NOTHING \
+             RETURNING id",
+        )
+        .await?;
+    let inserted = tx
+        .query_opt(
+            &insert,
+            &[
+                &id,
+                &external_id.as_str(),
+                &order.currency.as_str(),
+                &order.total_cents.get(),
+                &order.customer_email.as_ref().map(|e| e.as_str()),
+                // Webhook orders belong to no Keel user.
+                &None::<Uuid>,
+                &source,
+            ],
+        )
+        .await?;
+    if inserted.is_some() {
+        insert_items(tx, id, &order.items).await?;
+        let created = get(tx, id, Scope::All).await?;
+        keel_outbox::enqueue_event(
+            tx,
+            &Envelope::new(DomainEvent::OrderCreated(created.snapshot())),
+        )
+        .await?;
+        return Ok(Applied {
+            order: created,
+            change: Change::Created,
+        });
+    }
+
+    let lock = tx
+        .prepare_cached("SELECT id FROM orders WHERE source = $1 AND external_id = $2 FOR UPDATE")
+        .await?;
+    let existing: Uuid = tx
+        .query_opt(&lock, &[&source, &external_id.as_str()])
+        .await?
+        // Deleted between the conflict and the lock: nothing to update.
+        .ok_or(Error::NotFound)?
+        .try_get(0)?;
+    let current = get(tx, existing, Scope::All).await?;
+    if same_content(&current, order) {
+        return Ok(Applied {
+            order: current,
+            change: Change::Unchanged,
+        });
+    }
+    let update = tx
+        .prepare_cached(
+            "UPDATE orders SET currency = $2, total_cents = $3, customer_email = $4, \
+                 updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond') \
+             WHERE id = $1",
+        )
+        .await?;
+    tx.execute(
+        &update,
+        &[
+            &existing,
+            &order.currency.as_str(),
+            &order.total_cents.get(),
+            &order.customer_email.as_ref().map(|e| e.as_str()),
+        ],
+    )
+    .await?;
+    tx.execute("DELETE FROM order_items WHERE order_id = $1", &[&existing])
+        .await?;
+    insert_items(tx, existing, &order.items).await?;
+    let updated = get(tx, existing, Scope::All).await?;
+    emit_updated(tx, &updated, current.status).await?;
+    Ok(Applied {
+        order: updated,
+        change: Change::Updated,
+    })
+}
+
+/// Whether the stored order already holds what `new` says.
+fn same_content(stored: &Order, new: &ExternalOrder) -> bool {
+    stored.currency == new.currency.as_str()
+        && stored.total_cents == new.total_cents.get()
+        && stored.customer_email.as_deref() == new.customer_email.as_ref().map(|e| e.as_str())
+        && stored.items.len() == new.items.len()
+        && stored.items.iter().zip(&new.items).all(|(old, new)| {
+            old.sku == new.sku.as_str()
+                && old.quantity == new.quantity.get()
+                && old.unit_price_cents == new.unit_price_cents.get()
+        })
+}
+
+async fn emit_updated(tx: &Transaction<'_>, order: &Order, previous: OrderStatus) -> Result<()> {
+    let event = DomainEvent::OrderUpdated(OrderUpdated {
+        order: order.snapshot(),
+        previous_status: previous.as_str().to_owned(),
+    });
+    keel_outbox::enqueue_event(tx, &Envelope::new(event)).await?;
+    Ok(())
+}
+
+/// Marks an order paid (a payment provider confirmed it). An order already
+/// `paid` or `fulfilled` is left as it is ([`Change::Unchanged`]: the
+/// confirmation arrived twice, or after fulfilment); a `cancelled` one is
+/// an [`Error::IllegalTransition`]; a missing one [`Error::NotFound`].
+/// Runs in the caller's transaction.
+pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid) -> Result<Applied> {
+    let current = lock_status(tx, id, Scope::All).await?;
+    if matches!(current, OrderStatus::Paid | OrderStatus::Fulfilled) {
+        return Ok(Applied {
+            order: get(tx, id, Scope::All).await?,
+            change: Change::Unchanged,
+        });
+    }
+    current.transition_to(OrderStatus::Paid)?;
+    let order = set_status(tx, id, current, OrderStatus::Paid).await?;
+    Ok(Applied {
+        order,
+        change: Change::Updated,
+    })
+}
+
+/// Records the shop's fulfilment status of an order; `order.updated` is
+/// written only when it differs from the stored one. Runs in the caller's
+/// transaction.
+pub async fn record_fulfillment(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    status: &FulfillmentStatus,
+) -> Result<Applied> {
+    let update = tx
+        .prepare_cached(
+            "UPDATE orders SET fulfillment_status = $2, \
+                 updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond') \
+             WHERE id = $1 AND fulfillment_status IS DISTINCT FROM $2",
+        )
+        .await?;
+    let changed = tx.execute(&update, &[&id, &status.as_str()]).await? > 0;
+    let order = get(tx, id, Scope::All).await?;
+    if !changed {
+        return Ok(Applied {
+            order,
+            change: Change::Unchanged,
+        });
+    }
+    emit_updated(tx, &order, order.status).await?;
+    Ok(Applied {
+        order,
+        change: Change::Updated,
+    })
 }
 
 /// One order, if `scope` may see it ([`Error::NotFound`] otherwise).
@@ -255,6 +454,20 @@ async fn transition(
     same_is_ok: bool,
 ) -> Result<Order> {
     let tx = client.transaction().await?;
+    let current = lock_status(&tx, id, scope).await?;
+    if same_is_ok && current == next {
+        let order = get(&tx, id, Scope::All).await?;
+        tx.commit().await?;
+        return Ok(order);
+    }
+    current.transition_to(next)?;
+    let order = set_status(&tx, id, current, next).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// The order's status, its row locked until the transaction ends.
+async fn lock_status(tx: &Transaction<'_>, id: Uuid, scope: Scope) -> Result<OrderStatus> {
     let row = match scope {
         Scope::All => {
             tx.query_opt("SELECT status FROM orders WHERE id = $1 FOR UPDATE", &[&id])
@@ -269,14 +482,16 @@ async fn transition(
         }
     };
     let current: String = row.ok_or(Error::NotFound)?.try_get(0)?;
-    let current =
-        OrderStatus::parse(&current).map_err(|_| Error::Corrupt(format!("status {current}")))?;
-    if same_is_ok && current == next {
-        let order = get(&tx, id, Scope::All).await?;
-        tx.commit().await?;
-        return Ok(order);
-    }
-    current.transition_to(next)?;
+    OrderStatus::parse(&current).map_err(|_| Error::Corrupt(format!("status {current}")))
+}
+
+/// Writes a checked transition and its `order.updated` event.
+async fn set_status(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    current: OrderStatus,
+    next: OrderStatus,
+) -> Result<Order> {
     // updated_at strictly increases, even within one microsecond: caches
     // compare it to keep the newer of two versions.
     tx.execute(
@@ -286,12 +501,7 @@ async fn transition(
         &[&id, &next.as_str()],
     )
     .await?;
-    let order = get(&tx, id, Scope::All).await?;
-    let event = DomainEvent::OrderUpdated(OrderUpdated {
-        order: order.snapshot(),
-        previous_status: current.as_str().to_owned(),
-    });
-    keel_outbox::enqueue_event(&tx, &Envelope::new(event)).await?;
-    tx.commit().await?;
+    let order = get(tx, id, Scope::All).await?;
+    emit_updated(tx, &order, current).await?;
     Ok(order)
 }

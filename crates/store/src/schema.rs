@@ -7,10 +7,11 @@ use keel_db::{Migration, MigrationSet};
 /// the gateway and the worker do, under the migration advisory lock.
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: "store",
-    migrations: &[Migration {
-        version: 1,
-        name: "orders_and_idempotency_keys",
-        sql: r#"
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "orders_and_idempotency_keys",
+            sql: r#"
 CREATE TABLE orders (
     id             uuid        PRIMARY KEY,
     -- The sender's reference (webhook orders, or API clients that have one).
@@ -70,5 +71,19 @@ CREATE TABLE idempotency_keys (
 -- Pruning expired keys.
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 "#,
-    }],
+        },
+        Migration {
+            version: 2,
+            name: "orders_fulfillment_status",
+            sql: r#"
+-- Where the seller's fulfilment of a webhook order stands, as its shop
+-- reports it (`unfulfilled`, `pending`, `fulfilled`); NULL when unknown
+-- (API orders, or no shop API configured). Kept apart from `status`: it is
+-- the third party's view, recorded, not a transition of Keel's own state
+-- machine.
+ALTER TABLE orders ADD COLUMN fulfillment_status text
+    CHECK (fulfillment_status ~ '^[a-z_]{1,32}$');
+"#,
+        },
+    ],
 };

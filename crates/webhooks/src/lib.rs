@@ -14,6 +14,10 @@
 //! - [`capture`]: [`capture::capture`] — the event row, its
 //!   `webhook.process` job and its `webhook.received` event in one
 //!   transaction; a redelivery stores nothing and names the first event.
+//! - [`process`]: the worker's side of an event — [`process::load`],
+//!   [`process::lock`] (row lock with a lock timeout), [`process::finish`]
+//!   (`processed` / `ignored`), [`process::record_failure`] (attempts, last
+//!   error, `failed`).
 //! - [`sign`]: the sender's side of each scheme, for tests, benchmarks and
 //!   tools.
 //! - [`error`]: the crate's [`Error`].
@@ -23,6 +27,7 @@
 pub mod capture;
 pub mod error;
 pub mod headers;
+pub mod process;
 pub mod schema;
 pub mod scheme;
 pub mod sign;

@@ -3,15 +3,21 @@
 //! # Layout
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
 //! - [`startup`]: [`startup::Application`] wires the pool, the broker, the
-//!   outbox relay (the worker emits domain events through the `store`
-//!   outbox) and the operational HTTP endpoints.
+//!   job consumers, the outbox relay (the worker emits domain events
+//!   through the `store` outbox) and the operational HTTP endpoints.
+//! - [`webhooks`]: the `jobs.webhook` handler — captured webhooks applied
+//!   to orders (Shopify, Stripe), the rest marked `ignored`.
+//! - [`order_cache`]: after a change, the gateway's order cache is told.
+//! - [`queue_depth`]: sampled queue depths for `/metrics`.
 //!
 //! The worker serves no public API: its port exposes `/healthz`, `/readyz`
-//! and `/metrics` only. Job handlers (webhooks, exports) arrive with their
-//! issues; the topology they consume from is declared here already.
+//! and `/metrics` only.
 
+pub mod order_cache;
+pub mod queue_depth;
 pub mod settings;
 pub mod startup;
+pub mod webhooks;
 
 /// This service's name in logs, traces, metrics and AMQP connection names.
 pub const SERVICE: &str = "worker";

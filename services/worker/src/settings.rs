@@ -1,9 +1,15 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use keel_cache::RedisSettings;
 use keel_config::{Environment, Invalid, Validate};
 use keel_db::DatabaseSettings;
 use keel_http::HttpSettings;
 use keel_messaging::AmqpSettings;
 use keel_outbox::RelayOptions;
 use keel_telemetry::TelemetrySettings;
+use keel_webhooks::Scheme;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
@@ -14,9 +20,139 @@ pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
+    /// The gateway's Redis: the worker tells the gateway's order cache
+    /// about the orders it changes (see `order_cache`).
+    pub redis: RedisSettings,
+    pub order_cache: OrderCacheSettings,
     #[serde(default)]
     pub outbox: RelayOptions,
     pub telemetry: TelemetrySettings,
+    pub jobs: JobsSettings,
+    pub webhooks: WebhooksSettings,
+    pub shopify: ShopifySettings,
+}
+
+/// `[order_cache]`: the gateway's order cache, as the worker writes to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCacheSettings {
+    /// Whether the worker updates the gateway's cache at all (off: the
+    /// gateway serves a webhook's change once its entries expire).
+    pub enabled: bool,
+    /// Lifetime of an entry the worker writes (the gateway's
+    /// `orders.redis_cache_ttl`).
+    #[serde(with = "humantime_serde")]
+    pub redis_ttl: Duration,
+}
+
+/// `[jobs.*]`: one consumer per job queue.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobsSettings {
+    pub webhook: ConsumerSettings,
+}
+
+/// How one queue is drained by this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Unacknowledged deliveries the broker pushes ahead to this process.
+    pub prefetch: u16,
+    /// Jobs handled at once (more than `prefetch` is never useful).
+    pub concurrency: usize,
+}
+
+impl ConsumerSettings {
+    fn validate(&self, section: &'static str) -> Result<(), Invalid> {
+        if !(1..=1000).contains(&self.prefetch) {
+            return Err(Invalid::new("prefetch", "must be between 1 and 1000").within(section));
+        }
+        if self.concurrency == 0 || self.concurrency > usize::from(self.prefetch) {
+            return Err(
+                Invalid::new("concurrency", "must be between 1 and prefetch").within(section),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[webhooks]`: what the worker needs to know about the sources the
+/// gateway captures for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhooksSettings {
+    /// Source name (`/webhooks/{source}`) → its scheme, which decides how
+    /// the worker reads its events. Keep it in step with the gateway's
+    /// `[webhooks.sources.*]`.
+    pub sources: BTreeMap<String, SourceSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceSettings {
+    pub scheme: Scheme,
+}
+
+/// `[shopify]`: the Admin API the worker reads fulfilments from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifySettings {
+    /// e.g. `https://example.myshopify.com`; unset: no fulfilment lookups.
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// `X-Shopify-Access-Token`; needed with `api_base_url`.
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// The Admin API version in the path (`/admin/api/{version}/...`).
+    pub api_version: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The whole request, response body included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A `Retry-After` up to this long is waited out inside the job; a
+    /// longer one fails the attempt (retried on the `amqp.retry` schedule)
+    /// and holds back every call until it has passed.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after_wait: Duration,
+}
+
+impl ShopifySettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        let within = |e: Invalid| e.within("shopify");
+        if let Some(url) = &self.api_base_url {
+            match url::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(within(Invalid::new(
+                        "api_base_url",
+                        "must be an http(s) URL",
+                    )));
+                }
+            }
+            if self.access_token.is_none() {
+                return Err(within(Invalid::new(
+                    "access_token",
+                    "is required when shopify.api_base_url is set",
+                )));
+            }
+        }
+        if self.api_version.is_empty()
+            || !self
+                .api_version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(within(Invalid::new(
+                "api_version",
+                "must look like 2024-10",
+            )));
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(within(Invalid::new(
+                "request_timeout",
+                "timeouts must be greater than zero",
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Settings {
@@ -31,7 +167,10 @@ impl Validate for Settings {
         self.http.validate()?;
         self.database.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
+        self.redis.validate()?;
         self.telemetry.validate()?;
+        self.jobs.webhook.validate("jobs.webhook")?;
+        self.shopify.validate()?;
         Ok(())
     }
 }

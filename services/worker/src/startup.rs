@@ -2,15 +2,22 @@
 
 use std::sync::Arc;
 
+use keel_cache::Redis;
+use keel_contracts::jobs::JobQueue;
 use keel_db::MigrationSet;
 use keel_http::{Operational, Readiness, Routes, Server};
-use keel_messaging::{Broker, Publisher};
+use keel_messaging::{Broker, Consumer, ConsumerMetrics, ConsumerOptions, Publisher};
 use keel_outbox::{Relay, RelayMetrics};
 use keel_runtime::{Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{DEFAULTS, Settings};
+use crate::order_cache::OrderCacheNotifier;
+use crate::queue_depth::QueueDepth;
+use crate::settings::{ConsumerSettings, DEFAULTS, Settings};
+use crate::webhooks::shopify::ShopifyApi;
+use crate::webhooks::{WebhookHandler, WebhookMetrics};
 use crate::{SCHEMA, SERVICE};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +26,10 @@ pub enum StartupError {
     Database(#[from] keel_db::Error),
     #[error(transparent)]
     Broker(#[from] keel_messaging::Error),
+    #[error(transparent)]
+    Redis(#[from] keel_cache::Error),
+    #[error("cannot build the Shopify API client: {0}")]
+    HttpClient(#[from] reqwest::Error),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -72,7 +83,15 @@ pub struct Application {
     operational: Operational,
     broker: Broker,
     relay: Relay,
+    /// The job consumers; each runs until shutdown, then drains.
+    consumers: Vec<ConsumerTask>,
+    queue_depth: QueueDepth,
 }
+
+/// A consumer, type-erased so consumers of different handlers sit in one
+/// list.
+type ConsumerTask =
+    Box<dyn FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +118,35 @@ impl Application {
             settings.outbox.clone(),
             RelayMetrics::register(&mut registry),
         );
+        let consumer_metrics = ConsumerMetrics::register(&mut registry);
+
+        // jobs.webhook
+        let order_cache = if settings.order_cache.enabled {
+            Some(OrderCacheNotifier::new(
+                Redis::new(&settings.redis)?,
+                settings.order_cache.redis_ttl,
+            ))
+        } else {
+            None
+        };
+        let webhooks = WebhookHandler::new(
+            pool.clone(),
+            &settings.webhooks,
+            ShopifyApi::from_settings(&settings.shopify)?,
+            order_cache,
+            settings.amqp.retry.max_attempts(),
+            WebhookMetrics::register(&mut registry),
+        );
+        let webhook_queue = broker.topology().job_queue(JobQueue::Webhook);
+        let consumers = vec![consumer_task(Consumer::new(
+            broker.clone(),
+            webhook_queue,
+            webhooks,
+            consumer_options(&settings.jobs.webhook, &settings, "worker-webhook"),
+            consumer_metrics.clone(),
+        ))];
+
+        let queue_depth = QueueDepth::register(&mut registry);
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
             .with(checks::RabbitMq(broker.clone()));
@@ -109,6 +157,8 @@ impl Application {
             settings,
             broker,
             relay,
+            consumers,
+            queue_depth,
         })
     }
 
@@ -116,10 +166,26 @@ impl Application {
         self.server.port()
     }
 
-    /// Runs until `shutdown` is cancelled, then drains: the relay finishes
-    /// its batch, the operational server stops, the broker connection closes.
+    /// Runs until `shutdown` is cancelled, then drains: consumers stop
+    /// taking jobs and let in-flight ones finish (within
+    /// `http.shutdown_grace`; the rest return to their queue), the relay
+    /// finishes its batch, the operational server stops, the broker
+    /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let mut consumers = JoinSet::new();
+        for consumer in self.consumers {
+            consumers.spawn(consumer(shutdown.clone()));
+        }
+        let queues = JobQueue::ALL
+            .iter()
+            .map(|queue| self.broker.topology().job_queue(*queue).name)
+            .collect();
+        let sampler = tokio::spawn(self.queue_depth.run(
+            self.broker.clone(),
+            queues,
+            shutdown.clone(),
+        ));
         let routes: Routes = Arc::new(|_cfg| {});
         let served = keel_http::serve(
             self.server,
@@ -130,11 +196,38 @@ impl Application {
         )
         .await;
         shutdown.cancel();
+        while let Some(joined) = consumers.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a consumer task panicked");
+            }
+        }
         if let Err(e) = relay.await {
             tracing::error!(error = %e, "outbox relay task panicked");
         }
+        let _ = sampler.await;
         self.broker.close().await;
         tracing::info!("worker stopped");
         served.map_err(StartupError::Serve)
     }
+}
+
+/// How a consumer of `jobs` runs: its section's prefetch and concurrency,
+/// and the HTTP shutdown grace for its in-flight jobs.
+fn consumer_options(jobs: &ConsumerSettings, settings: &Settings, tag: &str) -> ConsumerOptions {
+    ConsumerOptions {
+        prefetch: jobs.prefetch,
+        concurrency: jobs.concurrency,
+        grace_period: settings.http.shutdown_grace,
+        consumer_tag: tag.to_owned(),
+    }
+}
+
+fn consumer_task<H: keel_messaging::Handler>(consumer: Consumer<H>) -> ConsumerTask {
+    Box::new(move |shutdown| {
+        Box::pin(async move {
+            if let Err(e) = consumer.run(shutdown).await {
+                tracing::error!(error = %e, "consumer stopped with an error");
+            }
+        })
+    })
 }

@@ -46,6 +46,11 @@ pub struct Order {
     pub user_id: Option<uuid::Uuid>,
     /// `api` or `webhook:<source>`.
     pub source: String,
+    /// The shop's fulfilment status of a webhook order (`unfulfilled`,
+    /// `pending`, `fulfilled`), recorded by the worker from the shop's API;
+    /// `null` when unknown (API orders, or no shop API configured).
+    #[schema(pattern = "^[a-z_]{1,32}$")]
+    pub fulfillment_status: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }

@@ -1,0 +1,346 @@
+//! Applying captured webhooks: the [`Handler`] of `{ns}.jobs.webhook`.
+//!
+//! # Layout
+//! - this module: [`WebhookHandler`] — decode the job, read the event,
+//!   decide what it means, apply it in one transaction with the event's
+//!   outcome, record failed attempts.
+//! - [`shopify`]: the order payload and the Admin API's fulfilments.
+//! - [`stripe`]: `payment_intent.succeeded` and the order it pays.
+//! - [`money`]: decimal amounts to minor units.
+//! - [`error`]: [`error::ProcessingError`], each cause classed transient or
+//!   permanent.
+//!
+//! One job, step by step (design: `docs/adr/0012-webhook-processing.md`):
+//! 1. read the event without a lock; `processed` / `ignored` → ack, skip;
+//! 2. parse the payload into an action (a bad payload is permanent);
+//! 3. call the third party if the action needs it (no transaction open:
+//!    a slow API holds no row lock and no connection);
+//! 4. one transaction: lock the event row (lock timeout → transient),
+//!    skip if another worker finished it meanwhile, apply the action
+//!    (domain events through the outbox), mark the event, commit;
+//! 5. after the commit, tell the gateway's order cache.
+//!
+//! On failure, count the attempt and keep its error on the event, marking
+//! it `failed` when no retry follows.
+
+pub mod error;
+pub mod money;
+pub mod shopify;
+pub mod stripe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use keel_contracts::{Envelope, Job};
+use keel_db::Pool;
+use keel_messaging::{Handler, HandlerError, Incoming};
+use keel_store::domain::{ExternalOrder, FulfillmentStatus, Order};
+use keel_store::orders::{self, Applied};
+use keel_webhooks::Scheme;
+use keel_webhooks::process::{self, Outcome, StoredEvent};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use uuid::Uuid;
+
+use crate::order_cache::OrderCacheNotifier;
+use crate::settings::WebhooksSettings;
+use crate::webhooks::error::ProcessingError;
+use crate::webhooks::shopify::{ShopifyApi, ShopifyOrder};
+
+/// What an event asks for, decided from its source, topic and payload
+/// before any transaction opens.
+#[derive(Debug)]
+enum Action {
+    /// Shopify `orders/create` / `orders/updated`, with the fulfilment
+    /// status read from the Admin API (when one is configured).
+    UpsertOrder {
+        order: ExternalOrder,
+        fulfillment: Option<FulfillmentStatus>,
+    },
+    /// Stripe `payment_intent.succeeded`.
+    MarkPaid { order_id: Uuid },
+    /// Stored only.
+    Ignore,
+}
+
+/// How a job ended, for the metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Processed,
+    Ignored,
+    /// Already processed or ignored: a redelivery, a duplicate job.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    source: String,
+    /// `processed`, `ignored`, `skipped`, `retried`, `failed`.
+    outcome: String,
+}
+
+/// `keel_webhook_events_handled_total{source, outcome}`: what processing
+/// did with each event (the consumer runner's `keel_messages_handled_total`
+/// counts the deliveries).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookMetrics {
+    events: Family<EventLabels, Counter>,
+}
+
+impl WebhookMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "webhook_events_handled",
+            "Webhook events taken from the queue, by source and outcome (processed, ignored, skipped, retried, failed)",
+            metrics.events.clone(),
+        );
+        metrics
+    }
+
+    fn count(&self, source: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Events of `source` that ended with `outcome` so far (tests).
+    pub fn handled(&self, source: &str, outcome: &str) -> u64 {
+        self.events
+            .get(&EventLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .map_or(0, |counter| counter.get())
+    }
+}
+
+/// The `jobs.webhook` handler. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebhookHandler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    sources: HashMap<String, Scheme>,
+    shopify: Option<ShopifyApi>,
+    cache: Option<OrderCacheNotifier>,
+    /// Attempts a job gets (`amqp.retry`): the last failure marks `failed`.
+    max_attempts: u32,
+    metrics: WebhookMetrics,
+}
+
+impl WebhookHandler {
+    pub fn new(
+        pool: Pool,
+        settings: &WebhooksSettings,
+        shopify: Option<ShopifyApi>,
+        cache: Option<OrderCacheNotifier>,
+        max_attempts: u32,
+        metrics: WebhookMetrics,
+    ) -> Self {
+        let sources = settings
+            .sources
+            .iter()
+            .map(|(name, source)| (name.clone(), source.scheme))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                sources,
+                shopify,
+                cache,
+                max_attempts,
+                metrics,
+            }),
+        }
+    }
+
+    /// Processes one event as a job would, without the failure
+    /// bookkeeping (tests drive it directly).
+    pub async fn process(&self, event_id: Uuid) -> Result<JobEnd, ProcessingError> {
+        self.process_event(event_id, &mut None).await
+    }
+
+    /// [`process`](Self::process), reporting the event's source into
+    /// `source` as soon as it is known (for the metric's label).
+    async fn process_event(
+        &self,
+        event_id: Uuid,
+        source: &mut Option<String>,
+    ) -> Result<JobEnd, ProcessingError> {
+        let inner = &self.inner;
+        let client = inner.pool.get().await.map_err(keel_db::Error::from)?;
+        let event = process::load(&client, event_id)
+            .await?
+            .ok_or(ProcessingError::UnknownEvent(event_id))?;
+        *source = Some(event.source.clone());
+        if event.status.is_done() {
+            return Ok(JobEnd::Skipped);
+        }
+        let action = self.decide(&event).await?;
+        // The connection is held again only for the transaction below.
+        drop(client);
+
+        let mut client = inner.pool.get().await.map_err(keel_db::Error::from)?;
+        let tx = client.transaction().await.map_err(keel_db::Error::from)?;
+        let locked = process::lock(&tx, event_id)
+            .await?
+            .ok_or(ProcessingError::UnknownEvent(event_id))?;
+        if locked.status.is_done() {
+            // Another worker finished it while this one was deciding.
+            return Ok(JobEnd::Skipped);
+        }
+        let (outcome, changed) = apply(&tx, action).await?;
+        process::finish(&tx, event_id, outcome).await?;
+        tx.commit().await.map_err(keel_db::Error::from)?;
+
+        if let Some(cache) = &inner.cache {
+            for order in &changed {
+                cache.written(order).await;
+            }
+        }
+        Ok(match outcome {
+            Outcome::Processed => JobEnd::Processed,
+            Outcome::Ignored => JobEnd::Ignored,
+        })
+    }
+
+    /// What `event` asks for; calls the third party's API when the action
+    /// needs its answer.
+    async fn decide(&self, event: &StoredEvent) -> Result<Action, ProcessingError> {
+        let scheme = *self
+            .inner
+            .sources
+            .get(&event.source)
+            .ok_or_else(|| ProcessingError::UnknownSource(event.source.clone()))?;
+        let topic = event.topic.as_deref().unwrap_or_default();
+        match scheme {
+            Scheme::Shopify if shopify::ORDER_TOPICS.contains(&topic) => {
+                let payload = ShopifyOrder::parse(&event.body)?;
+                let order = payload.to_external(&event.source)?;
+                let fulfillment = match &self.inner.shopify {
+                    Some(api) => Some(api.fulfillment_status(payload.id).await?),
+                    None => None,
+                };
+                Ok(Action::UpsertOrder { order, fulfillment })
+            }
+            Scheme::Stripe if topic == stripe::PAYMENT_SUCCEEDED => Ok(Action::MarkPaid {
+                order_id: stripe::paid_order(&event.body)?,
+            }),
+            _ => Ok(Action::Ignore),
+        }
+    }
+}
+
+/// Applies `action` in `tx`; returns the event's outcome and the orders
+/// that changed (their domain events are in the outbox already).
+async fn apply(
+    tx: &keel_db::Transaction<'_>,
+    action: Action,
+) -> Result<(Outcome, Vec<Order>), ProcessingError> {
+    let mut changed = Vec::new();
+    let mut keep = |applied: Applied| {
+        if applied.changed() {
+            changed.push(applied.order.clone());
+        }
+        applied.order
+    };
+    match action {
+        Action::UpsertOrder { order, fulfillment } => {
+            let stored = keep(orders::upsert_external(tx, &order).await?);
+            if let Some(status) = fulfillment {
+                keep(orders::record_fulfillment(tx, stored.id, &status).await?);
+            }
+        }
+        Action::MarkPaid { order_id } => {
+            keep(
+                orders::mark_paid(tx, order_id)
+                    .await
+                    .map_err(|e| ProcessingError::paying(order_id, e))?,
+            );
+        }
+        Action::Ignore => return Ok((Outcome::Ignored, changed)),
+    }
+    // Two changes to one order (upsert, then fulfilment): the cache needs
+    // only the newest version.
+    changed.dedup_by(|newer, older| {
+        if newer.id == older.id {
+            std::mem::swap(newer, older);
+            true
+        } else {
+            false
+        }
+    });
+    Ok((Outcome::Processed, changed))
+}
+
+impl Handler for WebhookHandler {
+    async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
+        let envelope: Envelope<Job> = message.decode()?;
+        let Job::WebhookProcess(job) = envelope.body else {
+            return Err(HandlerError::permanent(format!(
+                "{} is not a webhook job",
+                envelope.message_type()
+            )));
+        };
+        let started = Instant::now();
+        let mut source = None;
+        let result = self.process_event(job.event_id, &mut source).await;
+        let source = source.unwrap_or_else(|| "unknown".to_owned());
+        let inner = &self.inner;
+        match result {
+            Ok(end) => {
+                let outcome = match end {
+                    JobEnd::Processed => "processed",
+                    JobEnd::Ignored => "ignored",
+                    JobEnd::Skipped => "skipped",
+                };
+                tracing::debug!(event_id = %job.event_id, outcome, elapsed = ?started.elapsed(), "webhook event handled");
+                inner.metrics.count(&source, outcome);
+                Ok(())
+            }
+            Err(error) => {
+                let permanent = !error.is_transient();
+                let last = permanent || message.attempt() >= inner.max_attempts;
+                let text = error.to_string();
+                if !matches!(error, ProcessingError::UnknownEvent(_)) {
+                    self.record_failure(job.event_id, &text, last).await;
+                }
+                inner
+                    .metrics
+                    .count(&source, if last { "failed" } else { "retried" });
+                Err(if permanent {
+                    HandlerError::permanent(error)
+                } else {
+                    HandlerError::transient(error)
+                })
+            }
+        }
+    }
+}
+
+impl WebhookHandler {
+    /// Counts the failed attempt on the event. Best effort: when the
+    /// database itself is what failed, this fails too, and the job's own
+    /// retry (or its dead letter) is what remains.
+    async fn record_failure(&self, event_id: Uuid, error: &str, last: bool) {
+        let recorded = match self.inner.pool.get().await {
+            Ok(client) => process::record_failure(&client, event_id, error, last)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(event_id = %event_id, error = %e, "could not record a failed webhook attempt");
+        }
+    }
+}
