@@ -3,6 +3,10 @@
 //! maps [`Rejection`] and [`Error`] onto its own answers.
 //!
 //! # Layout
+//! - [`admin`]: the admin API's queries — [`admin::list`] (newest first,
+//!   keyset pages, by status and source), [`admin::get`] (headers and raw
+//!   body), [`admin::replay`] (back to `received` + a new job, one
+//!   transaction).
 //! - [`scheme`]: [`Scheme`] and [`Verifier`] — the four signature schemes
 //!   (`shopify`, `github`, `stripe`, `standard`), verified over the raw body
 //!   in constant time with every active secret, and the delivery id and
@@ -24,6 +28,7 @@
 //!
 //! Design and trade-offs: `docs/adr/0011-inbound-webhooks.md`.
 
+pub mod admin;
 pub mod capture;
 pub mod error;
 pub mod headers;

@@ -1,0 +1,205 @@
+//! The admin's view of captured events: a newest-first listing with
+//! attempts and last error, one event with its headers and raw body, and
+//! replay (back to `received`, a new `webhook.process` job).
+
+use chrono::{DateTime, Utc};
+use keel_contracts::jobs::WebhookProcess;
+use keel_contracts::{Envelope, Job};
+use keel_db::{GenericClient, Transaction};
+use keel_store::cursor::Cursor;
+use serde::Serialize;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Page size when the caller names none, and the largest allowed (API.md).
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// The values of `webhook_events.status` (the table's CHECK constraint),
+/// in the order an event usually goes through them.
+pub const STATUSES: [&str; 4] = ["received", "processed", "ignored", "failed"];
+
+/// `value` if it is one of [`STATUSES`].
+pub fn parse_status(value: &str) -> Option<&'static str> {
+    STATUSES.into_iter().find(|s| *s == value)
+}
+
+/// An event without its body and headers (the listing's item).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventSummary {
+    pub id: Uuid,
+    pub source: String,
+    pub topic: Option<String>,
+    pub delivery_id: String,
+    pub status: String,
+    /// Processing attempts over the event's whole life (replays included).
+    pub attempts: i32,
+    /// The most recent failure; cleared by a successful attempt.
+    pub last_error: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// An event with what was captured of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDetail {
+    pub summary: EventSummary,
+    /// The stored header selection (signatures already `[redacted]` at
+    /// capture, `Authorization` and cookies never stored).
+    pub headers: serde_json::Value,
+    /// The body exactly as received.
+    pub body: Vec<u8>,
+}
+
+/// Filters and position of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// One of [`STATUSES`].
+    pub status: Option<&'static str>,
+    pub source: Option<String>,
+    /// After this position (`received_at`, `id`), newest first.
+    pub cursor: Option<Cursor>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<EventSummary>,
+    /// Present when more rows may follow.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// What [`replay`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub event_id: Uuid,
+    /// The id of the `webhook.process` message enqueued.
+    pub job_id: Uuid,
+}
+
+const COLUMNS: &str = "id, source, topic, delivery_id, status, attempts, last_error, \
+    received_at, processed_at";
+
+fn from_row(row: &Row) -> Result<EventSummary> {
+    Ok(EventSummary {
+        id: row.try_get(0)?,
+        source: row.try_get(1)?,
+        topic: row.try_get(2)?,
+        delivery_id: row.try_get(3)?,
+        status: row.try_get(4)?,
+        attempts: row.try_get(5)?,
+        last_error: row.try_get(6)?,
+        received_at: row.try_get(7)?,
+        processed_at: row.try_get(8)?,
+    })
+}
+
+/// Newest first, optionally filtered by status and source.
+pub async fn list(client: &impl GenericClient, query: &ListQuery) -> Result<Page> {
+    let limit = query.limit.clamp(1, MAX_LIMIT);
+    let mut conditions: Vec<String> = Vec::new();
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(status) = &query.status {
+        params.push(status);
+        conditions.push(format!("status = ${}", params.len()));
+    }
+    if let Some(source) = &query.source {
+        params.push(source);
+        conditions.push(format!("source = ${}", params.len()));
+    }
+    if let Some(cursor) = &query.cursor {
+        params.push(&cursor.created_at);
+        params.push(&cursor.id);
+        conditions.push(format!(
+            "(received_at, id) < (${}, ${})",
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    // One extra row tells whether another page exists.
+    let fetch = i64::from(limit) + 1;
+    params.push(&fetch);
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM webhook_events{filter} \
+         ORDER BY received_at DESC, id DESC LIMIT ${}",
+        params.len()
+    );
+    let rows = client.query(&sql, &params).await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| Cursor {
+            created_at: last.received_at,
+            id: last.id,
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// One event with its headers and body; `None` when there is none.
+pub async fn get(client: &impl GenericClient, id: Uuid) -> Result<Option<EventDetail>> {
+    let sql = format!("SELECT {COLUMNS}, headers, body FROM webhook_events WHERE id = $1");
+    let Some(row) = client.query_opt(&sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(EventDetail {
+        summary: from_row(&row)?,
+        headers: row.try_get(9)?,
+        body: row.try_get(10)?,
+    }))
+}
+
+/// Sends event `id` through processing again, in the caller's transaction:
+/// the event goes back to `received` (its `processed_at` cleared) and a new
+/// `webhook.process` job is enqueued through the outbox. `None` when there
+/// is no such event.
+///
+/// `attempts` and `last_error` stay: attempts count every processing try
+/// over the event's life, and the last error explains why it was replayed
+/// until the replayed attempt succeeds (which clears it) or fails (which
+/// replaces it). The worker skips only `processed` and `ignored` events, so
+/// going back to `received` is what lets a processed event apply again —
+/// handlers are idempotent upserts, so applying twice converges.
+pub async fn replay(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Replayed>> {
+    let reset = tx
+        .execute(
+            "UPDATE webhook_events SET status = 'received', processed_at = NULL WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    if reset == 0 {
+        return Ok(None);
+    }
+    // A new envelope: consumers de-duplicate by message id, and the first
+    // job's id may be recorded as handled already.
+    let job = Envelope::new(Job::WebhookProcess(WebhookProcess { event_id: id }));
+    keel_outbox::enqueue_job(tx, &job).await?;
+    Ok(Some(Replayed {
+        event_id: id,
+        job_id: job.id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_tables_statuses_parse() {
+        for status in STATUSES {
+            assert_eq!(parse_status(status), Some(status));
+        }
+        assert_eq!(parse_status("done"), None);
+        assert_eq!(parse_status("Received"), None);
+    }
+}
