@@ -135,7 +135,7 @@ impl Incoming {
 
     /// Reads what the runner needs; `Err` means the message cannot be
     /// handled at all (no usable id).
-    fn from_delivery(delivery: &Delivery) -> Result<Self, String> {
+    pub(crate) fn from_delivery(delivery: &Delivery) -> Result<Self, String> {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let id = match delivery.properties.message_id() {
             Some(id) => Uuid::parse_str(id.as_str()).map_err(|e| format!("message_id: {e}"))?,
@@ -586,7 +586,7 @@ impl<H: Handler> Shared<H> {
     }
 }
 
-fn long_string(value: &str) -> AMQPValue {
+pub(crate) fn long_string(value: &str) -> AMQPValue {
     let value = if value.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
         while !value.is_char_boundary(end) {
@@ -600,7 +600,7 @@ fn long_string(value: &str) -> AMQPValue {
 }
 
 /// The original message's properties with new headers.
-fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+pub(crate) fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
     let mut properties = BasicProperties::default()
         .with_headers(headers)
         .with_content_type(ShortString::from("application/json"))

@@ -11,6 +11,8 @@
 //! - [`publisher`]: [`Publisher`], publishing with publisher confirms.
 //! - [`consumer`]: [`Consumer`], draining a queue into a [`Handler`] with
 //!   retries through delay queues and graceful shutdown.
+//! - [`batch`]: [`BatchConsumer`], draining a queue into a [`BatchHandler`]
+//!   a batch at a time (one transaction, one multiple-ack per batch).
 //! - [`retry`]: the retry decision for one failed attempt (tiers, jitter).
 //! - [`trace`]: W3C trace context in AMQP headers.
 //! - [`metrics`]: Prometheus counters of the consumer runner.
@@ -22,6 +24,7 @@
 //! back with `x-keel-attempt` + 1; exhausted or permanent failures land in
 //! `{ns}.dead` with `x-keel-death-reason`.
 
+pub mod batch;
 pub mod connection;
 pub mod consumer;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod settings;
 pub mod topology;
 pub mod trace;
 
+pub use batch::{BatchConsumer, BatchHandler, BatchOptions};
 pub use connection::Broker;
 pub use consumer::{Consumer, ConsumerOptions, DecodeError, Handler, HandlerError, Incoming};
 pub use error::{Error, Result};

@@ -1,13 +1,21 @@
-//! The analytics service: raw domain events and rollups.
+//! The analytics service: every domain event kept raw, rolled up as it
+//! arrives, queried from the rollups.
 //!
 //! # Layout
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
-//! - [`startup`]: [`startup::Application`] wires the pool, the broker and the
-//!   HTTP server.
-//!
-//! Event ingestion and the query API arrive with their issue; this crate
-//! already runs, migrates its schema and reports readiness.
+//! - [`schema`]: the `analytics` tables (raw events partitioned by day,
+//!   rollups, distinct users per day) and partition functions.
+//! - [`ingest`]: the batch consumer's handler, rollup arithmetic, `rebuild`,
+//!   partition maintenance, ingestion metrics.
+//! - [`query`]: `GET /api/v1/analytics/summary` and `/timeseries`.
+//! - [`export`]: `export-raw`, raw events as NDJSON per day for a warehouse.
+//! - [`startup`]: [`startup::Application`] wires the pool, the broker, the
+//!   consumer, the maintenance task and the HTTP server.
 
+pub mod export;
+pub mod ingest;
+pub mod query;
+pub mod schema;
 pub mod settings;
 pub mod startup;
 

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use keel_config::{Environment, Invalid, Validate};
 use keel_db::DatabaseSettings;
 use keel_http::HttpSettings;
@@ -14,6 +16,38 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub telemetry: TelemetrySettings,
+    pub ingest: IngestSettings,
+    pub retention: RetentionSettings,
+    pub query: QuerySettings,
+}
+
+/// `[ingest]`: how events are batched off the queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub batch_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    pub prefetch: u16,
+}
+
+/// `[retention]`: raw event partitions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub raw_days: u32,
+    pub partitions_ahead: u32,
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+}
+
+/// `[query]`: limits of the query API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySettings {
+    pub max_points: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_range: Duration,
 }
 
 impl Settings {
@@ -29,6 +63,58 @@ impl Validate for Settings {
         self.database.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
         self.telemetry.validate()?;
+        self.ingest.validate().map_err(|e| e.within("ingest"))?;
+        self.retention
+            .validate()
+            .map_err(|e| e.within("retention"))?;
+        self.query.validate().map_err(|e| e.within("query"))?;
+        Ok(())
+    }
+}
+
+impl IngestSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        // One batch is one INSERT with array parameters; past this size a
+        // transaction holds locks for long and a redelivery repeats a lot.
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(Invalid::new("batch_size", "must be between 1 and 10000"));
+        }
+        if self.batch_wait.is_zero() || self.batch_wait > Duration::from_secs(60) {
+            return Err(Invalid::new("batch_wait", "must be between 1ms and 60s"));
+        }
+        if self.prefetch == 0 {
+            return Err(Invalid::new("prefetch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl RetentionSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(1..=3650).contains(&self.raw_days) {
+            return Err(Invalid::new("raw_days", "must be between 1 and 3650"));
+        }
+        if !(1..=366).contains(&self.partitions_ahead) {
+            return Err(Invalid::new(
+                "partitions_ahead",
+                "must be between 1 and 366",
+            ));
+        }
+        if self.maintenance_interval < Duration::from_secs(1) {
+            return Err(Invalid::new("maintenance_interval", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+impl QuerySettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(1..=100_000).contains(&self.max_points) {
+            return Err(Invalid::new("max_points", "must be between 1 and 100000"));
+        }
+        if self.max_range < Duration::from_secs(60) {
+            return Err(Invalid::new("max_range", "must be at least one minute"));
+        }
         Ok(())
     }
 }

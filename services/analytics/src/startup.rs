@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use keel_db::MigrationSet;
+use keel_db::{MigrationSet, Pool};
 use keel_http::{Operational, Readiness, Routes, Server};
-use keel_messaging::Broker;
+use keel_messaging::{BatchConsumer, BatchOptions, Broker, ConsumerMetrics, QueueSpec};
 use keel_runtime::{Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
+use crate::ingest::{self, IngestHandler, IngestMetrics};
+use crate::query::routes::{self, QueryState};
 use crate::settings::{DEFAULTS, Settings};
 use crate::{SCHEMA, SERVICE};
 
@@ -24,10 +26,16 @@ pub enum StartupError {
     Serve(#[source] std::io::Error),
 }
 
-/// The analytics schema. The outbox component brings the `inbox` table the
-/// event consumer de-duplicates with.
-pub fn migrations() -> [&'static MigrationSet; 1] {
-    [&keel_outbox::MIGRATIONS]
+/// The analytics schema: the service's own tables, and the outbox
+/// component's (kept for the shared `migrate` contract).
+pub fn migrations() -> [&'static MigrationSet; 2] {
+    [&keel_outbox::MIGRATIONS, &crate::schema::MIGRATIONS]
+}
+
+/// Connects to the analytics database and applies pending migrations (the
+/// subcommands use it too).
+pub async fn connect(settings: &Settings) -> Result<Pool, StartupError> {
+    Ok(keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?)
 }
 
 /// The analytics service as a [`Service`] for `keel_runtime::run`.
@@ -45,7 +53,7 @@ impl Service for Analytics {
     }
 
     async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-        keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?;
+        connect(settings).await?;
         Ok(())
     }
 
@@ -60,12 +68,15 @@ impl Service for Analytics {
     }
 }
 
-/// A built, bound, not yet running worker.
+/// A built, bound, not yet running analytics service.
 pub struct Application {
     server: Server,
     settings: Settings,
     operational: Operational,
     broker: Broker,
+    pool: Pool,
+    consumer_metrics: ConsumerMetrics,
+    ingest_metrics: IngestMetrics,
 }
 
 impl std::fmt::Debug for Application {
@@ -81,12 +92,13 @@ impl Application {
         settings: Settings,
         identity: &ServiceIdentity,
     ) -> Result<Self, StartupError> {
-        let registry = keel_telemetry::metrics::registry(identity);
-        let pool = keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations())
-            .await?;
+        let mut registry = keel_telemetry::metrics::registry(identity);
+        let consumer_metrics = ConsumerMetrics::register(&mut registry);
+        let ingest_metrics = IngestMetrics::register(&mut registry);
+        let pool = connect(&settings).await?;
         let broker = Broker::new(settings.amqp.clone(), SERVICE);
         let readiness = Readiness::new(settings.http.readiness_timeout)
-            .with(checks::Postgres(pool))
+            .with(checks::Postgres(pool.clone()))
             .with(checks::RabbitMq(broker.clone()));
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
@@ -94,6 +106,9 @@ impl Application {
             operational: Operational::new(readiness, registry),
             settings,
             broker,
+            pool,
+            consumer_metrics,
+            ingest_metrics,
         })
     }
 
@@ -101,10 +116,28 @@ impl Application {
         self.server.port()
     }
 
-    /// Runs until `shutdown` is cancelled, then drains in-flight requests and
-    /// closes the broker connection.
+    /// Runs until `shutdown` is cancelled, then drains: the consumer
+    /// finishes the batch in hand, in-flight requests finish, the broker
+    /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let routes: Routes = Arc::new(|_cfg| {});
+        let consumer = tokio::spawn(consume(
+            self.broker.clone(),
+            self.pool.clone(),
+            self.settings.clone(),
+            self.consumer_metrics.clone(),
+            self.ingest_metrics.clone(),
+            shutdown.clone(),
+        ));
+        let maintenance = tokio::spawn(ingest::maintenance::run(
+            self.pool.clone(),
+            self.settings.retention.clone(),
+            shutdown.clone(),
+        ));
+        let state = QueryState {
+            pool: self.pool.clone(),
+            limits: self.settings.query.clone(),
+        };
+        let routes: Routes = Arc::new(move |cfg| routes::configure(cfg, state.clone()));
         let served = keel_http::serve(
             self.server,
             &self.settings.http,
@@ -114,8 +147,66 @@ impl Application {
         )
         .await;
         shutdown.cancel();
+        for (name, task) in [
+            ("event consumer", consumer),
+            ("partition maintenance", maintenance),
+        ] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, task = name, "analytics task panicked");
+            }
+        }
         self.broker.close().await;
         tracing::info!("analytics stopped");
         served.map_err(StartupError::Serve)
+    }
+}
+
+/// Declares `{ns}.events.analytics` bound to every event (`#`), waiting for
+/// the broker as long as it takes; `None` once `shutdown` is cancelled.
+pub async fn declare_queue(broker: &Broker, shutdown: &CancellationToken) -> Option<QueueSpec> {
+    let mut failures = 0;
+    loop {
+        let channel = broker.channel_with_retry(shutdown).await?;
+        match broker
+            .topology()
+            .declare_event_queue(&channel, ingest::CONSUMER, &["#"])
+            .await
+        {
+            Ok(spec) => return Some(spec),
+            Err(error) => {
+                failures += 1;
+                let delay = broker.settings().reconnect.delay(failures);
+                tracing::warn!(error = %error, ?delay, "cannot declare the analytics queue; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The batch consumer of domain events, until `shutdown`.
+pub async fn consume(
+    broker: Broker,
+    pool: Pool,
+    settings: Settings,
+    consumer_metrics: ConsumerMetrics,
+    ingest_metrics: IngestMetrics,
+    shutdown: CancellationToken,
+) {
+    let Some(queue) = declare_queue(&broker, &shutdown).await else {
+        return;
+    };
+    let options = BatchOptions {
+        max_size: settings.ingest.batch_size,
+        max_wait: settings.ingest.batch_wait,
+        prefetch: settings.ingest.prefetch,
+        consumer_tag: SERVICE.to_owned(),
+    };
+    let handler = IngestHandler::new(pool, ingest_metrics, settings.retention.raw_days);
+    let consumer = BatchConsumer::new(broker, queue, handler, options, consumer_metrics);
+    if let Err(error) = consumer.run(shutdown).await {
+        tracing::error!(error = %error, "the event consumer stopped with an error");
     }
 }

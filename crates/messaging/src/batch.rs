@@ -1,0 +1,417 @@
+//! The batch consumer runner: drains one queue into a [`BatchHandler`] a
+//! batch at a time, for consumers whose cost is per transaction rather than
+//! per message (analytics inserts thousands of events per commit).
+//!
+//! A batch closes when it holds `max_size` deliveries or `max_wait` has
+//! passed since its first delivery. The handler decodes each message first:
+//! an undecodable one is dead-lettered on its own, the rest go to
+//! [`BatchHandler::handle`] together. After the handler returns `Ok` (its
+//! transaction committed) the whole batch is acknowledged with one
+//! multiple-ack up to the last delivery tag. A transient failure puts the
+//! whole batch back (nack + requeue) after a growing pause; the handler must
+//! therefore be idempotent per message, which it has to be anyway because a
+//! crash between commit and ack redelivers the batch.
+//!
+//! The single-message [`Consumer`](crate::Consumer) is unchanged; both share
+//! the delivery parsing and the dead-letter headers.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::connection::Broker;
+use crate::consumer::{
+    ATTEMPT_HEADER, DEATH_REASON_HEADER, DecodeError, HandlerError, Incoming, LAST_ERROR_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER, QUEUE_HEADER, copy_properties, long_string,
+};
+use crate::error::{Error, Result};
+use crate::metrics::{ConsumerMetrics, Outcome};
+use crate::publisher::Publisher;
+use crate::topology::QueueSpec;
+use crate::trace::header_str;
+
+/// Application code run for each batch.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// What one message becomes once decoded.
+    type Item: Send + 'static;
+
+    /// Decodes one message. An error dead-letters that message alone (its
+    /// bytes will never decode) and the rest of the batch goes on.
+    fn decode(&self, message: &Incoming) -> Result<Self::Item, DecodeError>;
+
+    /// Applies a batch (never empty) in one transaction and commits it
+    /// before returning `Ok`: the acknowledgement follows. Redeliveries of
+    /// items already applied must change nothing.
+    fn handle(
+        &self,
+        items: Vec<Self::Item>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// How a batch consumer runs.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Most deliveries in one batch.
+    pub max_size: usize,
+    /// Longest a batch waits for more deliveries after its first one.
+    pub max_wait: Duration,
+    /// Unacknowledged deliveries the broker may push ahead; raised to
+    /// `max_size` if lower (a batch could never fill otherwise).
+    pub prefetch: u16,
+    /// Shown in the management UI.
+    pub consumer_tag: String,
+}
+
+impl BatchOptions {
+    /// The prefetch actually requested: at least one full batch.
+    pub fn effective_prefetch(&self) -> u16 {
+        let batch = u16::try_from(self.max_size.max(1)).unwrap_or(u16::MAX);
+        self.prefetch.max(batch)
+    }
+}
+
+/// Drains one queue into a [`BatchHandler`] until told to stop.
+#[derive(Debug)]
+pub struct BatchConsumer<H> {
+    broker: Broker,
+    queue: QueueSpec,
+    options: BatchOptions,
+    metrics: ConsumerMetrics,
+    publisher: Publisher,
+    handler: H,
+}
+
+/// How a session (one channel's life) ended.
+enum SessionEnd {
+    Stopped,
+    Lost(Error),
+}
+
+/// What became of a collected batch.
+enum Settled {
+    /// Acknowledged (or requeued after a failure): carry on.
+    Done,
+    /// The channel failed while settling: reconnect.
+    Lost(Error),
+}
+
+impl<H: BatchHandler> BatchConsumer<H> {
+    pub fn new(
+        broker: Broker,
+        queue: QueueSpec,
+        handler: H,
+        options: BatchOptions,
+        metrics: ConsumerMetrics,
+    ) -> Self {
+        Self {
+            publisher: Publisher::new(broker.clone()),
+            broker,
+            queue,
+            options,
+            metrics,
+            handler,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, reconnecting with backoff
+    /// whenever the broker goes away. On shutdown the batch in hand is
+    /// finished (handled and acknowledged), then consumption is cancelled
+    /// and the channel closed, so anything buffered returns to the queue.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let mut failures = 0u32;
+        loop {
+            let Some(channel) = self.broker.channel_with_retry(&shutdown).await else {
+                return Ok(());
+            };
+            match self.session(channel, &shutdown).await {
+                SessionEnd::Stopped => return Ok(()),
+                SessionEnd::Lost(error) => {
+                    failures += 1;
+                    let delay = self.broker.settings().reconnect.delay(failures);
+                    tracing::warn!(
+                        queue = %self.queue.name, error = %error, ?delay,
+                        "batch consumer lost its channel; reconnecting"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
+        let mut consumer = match self.start(&channel).await {
+            Ok(consumer) => consumer,
+            Err(error) => return SessionEnd::Lost(error),
+        };
+        tracing::info!(
+            queue = %self.queue.name,
+            max_size = self.options.max_size,
+            max_wait = ?self.options.max_wait,
+            "consuming in batches"
+        );
+        let tag = consumer.tag();
+        // Consecutive transient failures: the pause before a requeue grows
+        // with them, so a database outage is not a hot redelivery loop.
+        let mut failures = 0u32;
+        let max_size = self.options.max_size.max(1);
+
+        let end = loop {
+            // The first delivery of a batch: wait as long as it takes.
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break SessionEnd::Stopped,
+                next = consumer.next() => next,
+            };
+            let first = match first {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => break SessionEnd::Lost(error.into()),
+                None => break SessionEnd::Lost(Error::ConsumerCancelled(self.queue.name.clone())),
+            };
+            let mut batch = Vec::with_capacity(max_size);
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.options.max_wait;
+            let mut lost = None;
+            // Then more, until the batch is full, the wait is over or a stop
+            // is requested (the batch in hand is still finished).
+            while batch.len() < max_size {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep_until(deadline) => break,
+                    next = consumer.next() => match next {
+                        Some(Ok(delivery)) => batch.push(delivery),
+                        Some(Err(error)) => {
+                            lost = Some(Error::from(error));
+                            break;
+                        }
+                        None => {
+                            lost = Some(Error::ConsumerCancelled(self.queue.name.clone()));
+                            break;
+                        }
+                    },
+                }
+            }
+            if let Some(error) = lost {
+                // The channel is gone: acks would fail, and the broker
+                // redelivers everything unacknowledged anyway.
+                break SessionEnd::Lost(error);
+            }
+            match self.settle(batch, &mut failures, shutdown).await {
+                Settled::Done => {}
+                Settled::Lost(error) => break SessionEnd::Lost(error),
+            }
+        };
+
+        if matches!(end, SessionEnd::Stopped) {
+            let cancel = channel.basic_cancel(tag, BasicCancelOptions { nowait: false });
+            if let Err(error) = cancel.await {
+                tracing::warn!(error = %error, "basic.cancel failed");
+            }
+        }
+        // Closing the channel returns every unacknowledged delivery to the
+        // queue.
+        if channel.status().connected()
+            && let Err(error) = channel
+                .close(200, ShortString::from("batch consumer stopped"))
+                .await
+        {
+            tracing::debug!(error = %error, "closing the consumer channel failed");
+        }
+        if matches!(end, SessionEnd::Stopped) {
+            tracing::info!(queue = %self.queue.name, "batch consumer stopped");
+        }
+        end
+    }
+
+    /// Decodes, handles and acknowledges (or requeues) one batch.
+    async fn settle(
+        &self,
+        batch: Vec<Delivery>,
+        failures: &mut u32,
+        shutdown: &CancellationToken,
+    ) -> Settled {
+        let queue = self.queue.name.as_str();
+        let size = batch.len();
+        self.metrics
+            .in_flight(queue, i64::try_from(size).unwrap_or(i64::MAX));
+        let started = Instant::now();
+        let mut items = Vec::with_capacity(size);
+        let mut dead = 0usize;
+        let mut reroute_failed = None;
+        for delivery in &batch {
+            let decoded = match Incoming::from_delivery(delivery) {
+                Err(reason) => Err(reason),
+                Ok(message) => self.handler.decode(&message).map_err(|e| e.to_string()),
+            };
+            match decoded {
+                Ok(item) => items.push(item),
+                Err(reason) => match self.dead_letter(delivery, &reason).await {
+                    Ok(()) => dead += 1,
+                    Err(error) => {
+                        reroute_failed = Some(error);
+                        break;
+                    }
+                },
+            }
+        }
+
+        let result = match reroute_failed {
+            // The dead letter could not be published: keep the message (and
+            // so the batch) rather than lose it.
+            Some(error) => Err(HandlerError::transient(error)),
+            None if items.is_empty() => Ok(()),
+            None => {
+                // A panicking handler must not leave its deliveries
+                // unacknowledged for the life of the channel.
+                AssertUnwindSafe(self.handler.handle(items))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(HandlerError::transient("the batch handler panicked")))
+            }
+        };
+        self.metrics
+            .observe_duration(queue, started.elapsed().as_secs_f64());
+        self.metrics
+            .in_flight(queue, -i64::try_from(size).unwrap_or(i64::MAX));
+        let Some(last) = batch.last() else {
+            return Settled::Done;
+        };
+
+        match result {
+            Ok(()) => {
+                *failures = 0;
+                // One ack for the whole batch: every tag up to the last one.
+                // Dead-lettered deliveries were not acked on their own, so
+                // none is acknowledged twice.
+                if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+                    tracing::warn!(error = %error, "batch ack failed; the batch will be redelivered");
+                    return Settled::Lost(error.into());
+                }
+                for _ in 0..size - dead {
+                    self.metrics.outcome(queue, Outcome::Ok);
+                }
+                for _ in 0..dead {
+                    self.metrics.outcome(queue, Outcome::Dead);
+                }
+                Settled::Done
+            }
+            Err(error) => {
+                // Permanent or transient, a batch failure cannot say which
+                // message caused it: requeue all, after a pause. The queue's
+                // delivery limit dead-letters a message that keeps failing.
+                *failures += 1;
+                let delay = self.broker.settings().reconnect.delay(*failures);
+                tracing::warn!(
+                    queue, error = %error, size, ?delay,
+                    "batch failed; requeueing it after a pause"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
+                let nack = last.acker.nack(BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                });
+                if let Err(error) = nack.await {
+                    tracing::warn!(error = %error, "batch nack failed; it will be redelivered");
+                    return Settled::Lost(error.into());
+                }
+                for _ in 0..size {
+                    self.metrics.outcome(queue, Outcome::Requeued);
+                }
+                Settled::Done
+            }
+        }
+    }
+
+    /// Publishes one undecodable delivery to the dead-letter exchange
+    /// (acknowledged later with its batch).
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        tracing::warn!(queue = %self.queue.name, reason, "undecodable message; dead-lettering");
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let original_key = header_str(&headers, ORIGINAL_ROUTING_KEY_HEADER)
+            .map(str::to_owned)
+            .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+        headers.insert(DEATH_REASON_HEADER.into(), long_string("undecodable"));
+        headers.insert(LAST_ERROR_HEADER.into(), long_string(reason));
+        headers.insert(
+            ORIGINAL_ROUTING_KEY_HEADER.into(),
+            long_string(&original_key),
+        );
+        headers.insert(QUEUE_HEADER.into(), long_string(&self.queue.name));
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(1));
+        let properties = copy_properties(&delivery.properties, headers);
+        self.publisher
+            .publish_raw(
+                &self.broker.topology().dead_exchange(),
+                &original_key,
+                &delivery.data,
+                properties,
+                true,
+            )
+            .await
+    }
+
+    async fn start(&self, channel: &Channel) -> Result<lapin::Consumer> {
+        channel
+            .basic_qos(
+                self.options.effective_prefetch(),
+                BasicQosOptions { global: false },
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(self.queue.name.as_str()),
+                ShortString::from(format!("{}-{}", self.options.consumer_tag, Uuid::new_v4())),
+                BasicConsumeOptions {
+                    no_local: false,
+                    no_ack: false,
+                    exclusive: false,
+                    nowait: false,
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(consumer)
+    }
+
+    /// The metrics this consumer reports into.
+    pub fn metrics(&self) -> &ConsumerMetrics {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(max_size: usize, prefetch: u16) -> BatchOptions {
+        BatchOptions {
+            max_size,
+            max_wait: Duration::from_millis(50),
+            prefetch,
+            consumer_tag: "t".to_owned(),
+        }
+    }
+
+    #[test]
+    fn prefetch_is_raised_to_a_full_batch() {
+        assert_eq!(options(500, 16).effective_prefetch(), 500);
+        assert_eq!(options(10, 64).effective_prefetch(), 64);
+        assert_eq!(options(0, 0).effective_prefetch(), 1);
+        assert_eq!(options(1_000_000, 16).effective_prefetch(), u16::MAX);
+    }
+}
