@@ -15,6 +15,9 @@
 //! - [`webhooks`]: `POST /webhooks/{source}` — inbound webhooks verified
 //!   over the raw body and captured with their job in one transaction; the
 //!   schemes and storage live in `keel_webhooks`.
+//! - [`events`]: `GET /api/v1/events` — the caller's export outcomes as
+//!   Server-Sent Events, fed by this instance's own queue on the events
+//!   exchange, resumable with `Last-Event-ID`.
 //! - [`identity`]: [`identity::Caller`], the authenticated caller handlers
 //!   extract (set by the authentication middleware).
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
@@ -27,6 +30,7 @@
 
 pub mod authn;
 pub mod edge;
+pub mod events;
 pub mod identity;
 pub mod openapi;
 pub mod orders;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::authn::AuthnSettings;
 use crate::edge::cors::CorsSettings;
 use crate::edge::rate_limit::RateLimitSettings;
+use crate::events::settings::EventsSettings;
 use crate::orders::settings::OrdersSettings;
 use crate::proxy::UpstreamSettings;
 use crate::webhooks::settings::WebhooksSettings;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub orders: OrdersSettings,
     /// Inbound webhook sources: scheme, secrets, tolerance, body limit.
     pub webhooks: WebhooksSettings,
+    /// `GET /api/v1/events`: heartbeats, reconnect hint, per-user cap.
+    pub events: EventsSettings,
 }
 
 impl Settings {
@@ -56,6 +59,7 @@ impl Validate for Settings {
         self.cors.validate()?;
         self.rate_limit.validate()?;
         self.orders.validate()?;
+        self.events.validate()?;
         self.webhooks
             .validate_in(self.environment, |name| std::env::var(name).ok())?;
         Ok(())

@@ -1,0 +1,10 @@
+//! The webhook handler of `jobs.webhook` against real PostgreSQL, RabbitMQ
+//! and Redis, with a fake Shopify Admin API served over real HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod competing;
+mod crashes;
+mod handling;
+mod retries;
+mod support;
