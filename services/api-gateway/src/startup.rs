@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::authn::Authenticator;
 use crate::edge::Edge;
 use crate::edge::rate_limit::RateLimiter;
+use crate::events::{self, EventsArea};
 use crate::orders::{self, OrdersArea};
 use crate::proxy::Upstreams;
 use crate::settings::{DEFAULTS, Settings};
@@ -39,10 +40,11 @@ pub enum StartupError {
 }
 
 /// Every migration set applied to the gateway's schema, in order.
-pub fn migrations() -> [&'static MigrationSet; 3] {
+pub fn migrations() -> [&'static MigrationSet; 4] {
     [
         &keel_outbox::MIGRATIONS,
         &keel_store::MIGRATIONS,
+        &keel_store::exports::MIGRATIONS,
         &keel_webhooks::MIGRATIONS,
     ]
 }
@@ -88,6 +90,7 @@ pub struct Application {
     upstreams: Upstreams,
     orders: OrdersArea,
     webhooks: Webhooks,
+    events: EventsArea,
 }
 
 impl std::fmt::Debug for Application {
@@ -156,6 +159,13 @@ impl Application {
         )
         .map_err(StartupError::Webhooks)?;
 
+        let events = EventsArea::build(
+            pool.clone(),
+            broker.clone(),
+            &settings.events,
+            &mut registry,
+        );
+
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
             .with(checks::RedisCheck(redis))
@@ -171,6 +181,7 @@ impl Application {
             upstreams,
             orders,
             webhooks,
+            events,
         })
     }
 
@@ -191,6 +202,15 @@ impl Application {
                 .clone()
                 .run_background(self.orders.subscriber, shutdown.clone()),
         );
+        // The events area's broker subscription lives on this runtime too
+        // (lapin's I/O must outlive actix workers); its streams end when
+        // `shutdown` comes, so they never hold the HTTP drain hostage.
+        let events_state = self.events.state;
+        let events_background = tokio::spawn(
+            events_state
+                .clone()
+                .run_background(self.events.subscription, shutdown.clone()),
+        );
         let (edge, upstreams) = (self.edge, self.upstreams);
         let webhooks_state = self.webhooks;
         let routes: Routes = Arc::new(move |cfg| {
@@ -200,6 +220,7 @@ impl Application {
                 crate::openapi::configure(api);
                 upstreams.configure_api(api);
                 orders::configure(api, orders_state.clone());
+                events::configure(api, events_state.clone());
             }));
             upstreams.configure_root(cfg);
             // Outside `/api/v1`: signed by the sender, no bearer token.
@@ -221,6 +242,9 @@ impl Application {
         }
         if let Err(e) = orders_background.await {
             tracing::error!(error = %e, "orders background task panicked");
+        }
+        if let Err(e) = events_background.await {
+            tracing::error!(error = %e, "events background task panicked");
         }
         self.broker.close().await;
         tracing::info!("gateway stopped");
