@@ -26,14 +26,15 @@ async fn three_workers_competing_on_ten_thousand_jobs_apply_each_exactly_once() 
         workers.push(run_worker(settings).await);
     }
 
-    // Captured by 16 concurrent writers, as gateway replicas would.
+    // Captured by 4 concurrent writers (within the test pool), as gateway
+    // replicas would.
     let mut writers = tokio::task::JoinSet::new();
-    for writer in 0..16u64 {
+    for writer in 0..4u64 {
         let pool = db.pool().clone();
         writers.spawn(async move {
             let client = pool.get().await.unwrap();
             let headers = serde_json::json!({});
-            for n in (writer..JOBS).step_by(16) {
+            for n in (writer..JOBS).step_by(4) {
                 let id = 1_000_000 + n;
                 let delivery = format!("delivery-{id}");
                 capture(
