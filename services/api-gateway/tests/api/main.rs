@@ -21,6 +21,7 @@ mod process;
 mod proxy;
 mod rate_limit;
 mod readiness;
+mod webhook_orders;
 mod webhooks;
 mod webhooks_settings;
 mod webhooks_support;
