@@ -1,6 +1,6 @@
 //! One domain event as analytics keeps it, and what it adds to the rollups.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, SubsecRound, TimeDelta, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -94,6 +94,14 @@ impl RawEvent {
             ));
         }
         Ok(())
+    }
+
+    /// Truncates `occurred_at` to the microsecond, PostgreSQL's precision:
+    /// the stored key then equals the in-memory one (producers stamp
+    /// nanoseconds), and buckets are computed from the stored value.
+    pub fn normalize(mut self) -> Self {
+        self.occurred_at = self.occurred_at.trunc_subsecs(6);
+        self
     }
 
     /// The user the event is about: `data.user_id` when it is a UUID.
@@ -244,6 +252,18 @@ mod tests {
                 },
                 1
             )]
+        );
+    }
+
+    #[test]
+    fn normalizing_keeps_microseconds_like_postgresql() {
+        let mut e = event("x", json!({}));
+        e.occurred_at = "2026-01-31T23:59:59.123456789Z".parse().unwrap();
+        assert_eq!(
+            e.normalize().occurred_at,
+            "2026-01-31T23:59:59.123456Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
         );
     }
 

@@ -72,7 +72,7 @@ impl BatchHandler for IngestHandler {
         }
         let event: RawEvent = message.decode()?;
         event.validate().map_err(undecodable)?;
-        Ok(event)
+        Ok(event.normalize())
     }
 
     async fn handle(&self, events: Vec<RawEvent>) -> Result<(), HandlerError> {

@@ -56,6 +56,8 @@ pub async fn ensure_partition(client: &impl GenericClient, day: NaiveDate) -> ke
     Ok(())
 }
 
+/// `events` must be [normalized](RawEvent::normalize).
+///
 /// Stores `events` and adds the newly stored ones to the rollups, in one
 /// transaction. An event already stored (same occurred_at and id) adds
 /// nothing, so a redelivered batch changes no figure.
