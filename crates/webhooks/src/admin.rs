@@ -13,6 +13,15 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::headers::REDACTED;
+use crate::scheme::Scheme;
+
+const SCHEMES: [Scheme; 4] = [
+    Scheme::Shopify,
+    Scheme::Github,
+    Scheme::Stripe,
+    Scheme::Standard,
+];
 
 /// Page size when the caller names none, and the largest allowed (API.md).
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -154,9 +163,26 @@ pub async fn get(client: &impl GenericClient, id: Uuid) -> Result<Option<EventDe
     };
     Ok(Some(EventDetail {
         summary: from_row(&row)?,
-        headers: row.try_get(9)?,
+        headers: redacted(row.try_get(9)?),
         body: row.try_get(10)?,
     }))
+}
+
+/// The stored headers with every scheme's signature headers redacted and
+/// credentials dropped, again: capture already did so, and this keeps a row
+/// written by anything else (an older version, a manual insert) from
+/// showing a signature to an admin screen.
+fn redacted(headers: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(mut map) = headers else {
+        return serde_json::Value::Object(serde_json::Map::new());
+    };
+    map.retain(|name, _| !matches!(name.as_str(), "authorization" | "cookie" | "set-cookie"));
+    for (name, value) in map.iter_mut() {
+        if SCHEMES.iter().any(|s| s.is_signature_header(name)) {
+            *value = serde_json::Value::String(REDACTED.to_owned());
+        }
+    }
+    serde_json::Value::Object(map)
 }
 
 /// Sends event `id` through processing again, in the caller's transaction:
@@ -201,5 +227,24 @@ mod tests {
         }
         assert_eq!(parse_status("done"), None);
         assert_eq!(parse_status("Received"), None);
+    }
+
+    #[test]
+    fn signatures_and_credentials_never_leave_through_the_admin_view() {
+        let stored = serde_json::json!({
+            "x-shopify-hmac-sha256": "c2lnbmF0dXJl",
+            "x-hub-signature": "sha1=abc",
+            "stripe-signature": "t=1,v1=abc",
+            "webhook-signature": "v1,abc",
+            "authorization": "Bearer x",
+            "x-shopify-topic": "orders/create",
+        });
+        let shown = redacted(stored);
+        assert_eq!(shown["x-shopify-hmac-sha256"], REDACTED);
+        assert_eq!(shown["x-hub-signature"], REDACTED);
+        assert_eq!(shown["stripe-signature"], REDACTED);
+        assert_eq!(shown["webhook-signature"], REDACTED);
+        assert!(shown.get("authorization").is_none());
+        assert_eq!(shown["x-shopify-topic"], "orders/create");
     }
 }

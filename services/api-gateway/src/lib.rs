@@ -18,6 +18,9 @@
 //! - [`events`]: `GET /api/v1/events` — the caller's export outcomes as
 //!   Server-Sent Events, fed by this instance's own queue on the events
 //!   exchange, resumable with `Last-Event-ID`.
+//! - [`admin`]: `/api/v1/admin/*` (role `admin`) — webhook events (list,
+//!   show, replay), dead letters (list, show, requeue), queue figures from
+//!   the RabbitMQ management API.
 //! - [`identity`]: [`identity::Caller`], the authenticated caller handlers
 //!   extract (set by the authentication middleware).
 //! - [`settings`]: configuration (defaults in `config/defaults.toml`).
@@ -28,6 +31,7 @@
 //! `main.rs` only parses the command line and calls into here, so tests
 //! start the real application in-process on port 0.
 
+pub mod admin;
 pub mod authn;
 pub mod edge;
 pub mod events;

@@ -7,6 +7,7 @@ use keel_outbox::RelayOptions;
 use keel_telemetry::TelemetrySettings;
 use serde::Deserialize;
 
+use crate::admin::settings::AmqpManagementSettings;
 use crate::authn::AuthnSettings;
 use crate::edge::cors::CorsSettings;
 use crate::edge::rate_limit::RateLimitSettings;
@@ -24,6 +25,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub amqp: AmqpSettings,
+    /// The RabbitMQ management API (`GET /api/v1/admin/queues`).
+    #[serde(default)]
+    pub amqp_management: AmqpManagementSettings,
     #[serde(default)]
     pub outbox: RelayOptions,
     pub telemetry: TelemetrySettings,
@@ -53,6 +57,7 @@ impl Validate for Settings {
         self.database.validate()?;
         self.redis.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
+        self.amqp_management.validate()?;
         self.telemetry.validate()?;
         self.upstreams.validate()?;
         self.authn.validate()?;

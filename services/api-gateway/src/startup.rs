@@ -11,6 +11,7 @@ use keel_runtime::{Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin};
 use crate::authn::Authenticator;
 use crate::edge::Edge;
 use crate::edge::rate_limit::RateLimiter;
@@ -31,6 +32,8 @@ pub enum StartupError {
     Upstreams(#[source] reqwest::Error),
     #[error("invalid webhook settings: {0}")]
     Webhooks(String),
+    #[error("invalid admin settings: {0}")]
+    Admin(String),
     #[error("invalid authentication settings: {0}")]
     Authn(String),
     #[error("cannot bind the HTTP listener: {0}")]
@@ -40,12 +43,13 @@ pub enum StartupError {
 }
 
 /// Every migration set applied to the gateway's schema, in order.
-pub fn migrations() -> [&'static MigrationSet; 4] {
+pub fn migrations() -> [&'static MigrationSet; 5] {
     [
         &keel_outbox::MIGRATIONS,
         &keel_store::MIGRATIONS,
         &keel_store::exports::MIGRATIONS,
         &keel_webhooks::MIGRATIONS,
+        &keel_dead_letters::MIGRATIONS,
     ]
 }
 
@@ -90,6 +94,7 @@ pub struct Application {
     upstreams: Upstreams,
     orders: OrdersArea,
     webhooks: Webhooks,
+    admin: Admin,
     events: EventsArea,
 }
 
@@ -159,6 +164,9 @@ impl Application {
         )
         .map_err(StartupError::Webhooks)?;
 
+        let admin = Admin::build(pool.clone(), &settings.amqp_management, &settings.amqp)
+            .map_err(StartupError::Admin)?;
+
         let events = EventsArea::build(
             pool.clone(),
             broker.clone(),
@@ -181,6 +189,7 @@ impl Application {
             upstreams,
             orders,
             webhooks,
+            admin,
             events,
         })
     }
@@ -213,6 +222,7 @@ impl Application {
         );
         let (edge, upstreams) = (self.edge, self.upstreams);
         let webhooks_state = self.webhooks;
+        let admin_state = self.admin;
         let routes: Routes = Arc::new(move |cfg| {
             // One `/api/v1` scope: every API area mounts inside it, behind
             // the edge middleware (CORS, authentication, rate limits).
@@ -220,6 +230,7 @@ impl Application {
                 crate::openapi::configure(api);
                 upstreams.configure_api(api);
                 orders::configure(api, orders_state.clone());
+                admin::configure(api, admin_state.clone());
                 events::configure(api, events_state.clone());
             }));
             upstreams.configure_root(cfg);

@@ -74,6 +74,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     // Areas merge their own `#[derive(OpenApi)]` here.
     doc.merge(crate::orders::openapi::OrdersApi::openapi());
+    doc.merge(crate::admin::openapi::AdminApi::openapi());
+    doc.merge(crate::webhooks::openapi::WebhooksApi::openapi());
     doc.merge(crate::events::openapi::EventsApi::openapi());
     doc
 }

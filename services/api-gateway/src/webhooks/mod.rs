@@ -7,6 +7,7 @@
 //! - [`settings`]: the `[webhooks]` section (sources, secrets from the
 //!   environment, development secrets refused in production).
 //! - [`error`]: [`error::WebhookError`], the area's answers as problems.
+//! - [`openapi`]: the ingest endpoint's part of the OpenAPI document.
 //! - [`metrics`]: `webhooks_received{source, outcome}`.
 //! - [`wake`]: coalesced outbox-relay wake-ups after captures (their rows
 //!   are written without NOTIFY, which would serialise ingest's commits).
@@ -17,6 +18,7 @@
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod openapi;
 pub mod settings;
 pub mod wake;
 

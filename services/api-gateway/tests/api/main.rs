@@ -5,6 +5,7 @@
 // should abort the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod auth;
 mod auth_support;
 mod cache;
