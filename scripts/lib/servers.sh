@@ -92,6 +92,8 @@ install_missing_packages() {
     [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    # The rollout check (scripts/lib/rollout.sh) balances over nginx.
+    [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     if ((${#missing[@]} == 0)); then return 0; fi
     [[ "$(id -u)" == 0 ]] || die "missing packages (${missing[*]}); run as root or install them yourself"
     command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get to install them"
