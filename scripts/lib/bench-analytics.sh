@@ -54,8 +54,8 @@ bench_analytics_ingest() {
         sleep 1
     done
     local batch_sum batch_count size_sum size_count
-    read -r batch_sum batch_count < <(bench_analytics_histogram analytics_batch_duration_seconds)
-    read -r size_sum size_count < <(bench_analytics_histogram analytics_batch_size)
+    read -r batch_sum batch_count < <(bench_analytics_histogram keel_analytics_batch_duration_seconds)
+    read -r size_sum size_count < <(bench_analytics_histogram keel_analytics_batch_size)
     local fields
     fields="$(python3 - "$stored" "$span" "$batch_sum" "$batch_count" "$size_sum" "$size_count" <<'PY'
 import sys
@@ -124,6 +124,7 @@ SQL
         "$((SECONDS - started)) s, $rows rollup rows"
 }
 
+# shellcheck disable=SC2154 # BENCH_PID_analytics is set by bench_start_services
 bench_analytics_queries() {
     local c="${BENCH_ANALYTICS_QUERY_CONNECTIONS:-8}"
     local from to
