@@ -11,6 +11,7 @@ mod auth_support;
 mod cache;
 mod cors;
 mod edge;
+mod events;
 mod helpers;
 mod idempotency;
 mod openapi;
