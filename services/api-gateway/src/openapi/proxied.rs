@@ -105,11 +105,14 @@ pub fn revoke_session() {}
 pub fn jwks() {}
 
 /// Store figures over a period (customers: their own; admins: the store).
+///
+/// Answered from rollups. Revenue is `order.created` totals less orders
+/// cancelled afterwards, per currency, in cents.
 #[utoipa::path(get, path = "/api/v1/analytics/summary", tag = "analytics", operation_id = "analytics_summary",
     security(("bearer" = [])),
     params(
-        ("from" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Start (inclusive)"),
-        ("to" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "End (exclusive)"),
+        ("from" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Start (inclusive, RFC 3339, truncated to the minute); default `to` minus 30 days"),
+        ("to" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "End (exclusive, RFC 3339, truncated to the minute); default now. At most `query.max_range` (400 days) after `from`"),
     ),
     responses(
         (status = 200, description = "Figures", body = AnalyticsSummary),
@@ -120,18 +123,21 @@ pub fn jwks() {}
 pub fn analytics_summary() {}
 
 /// One metric over time.
+///
+/// One point per interval (zero-filled), answered from rollups.
 #[utoipa::path(get, path = "/api/v1/analytics/timeseries", tag = "analytics", operation_id = "analytics_timeseries",
     security(("bearer" = [])),
     params(
-        ("metric" = String, Query, description = "An event type, or `revenue`"),
-        ("interval" = String, Query, description = "`minute`, `hour` or `day`"),
-        ("from" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Start (inclusive)"),
-        ("to" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "End (exclusive)"),
+        ("metric" = String, Query, description = "An event type (`order.created`, `order.updated`, `user.registered`, `user.logged_in`, `webhook.received`, `export.completed`, `export.failed`), `revenue` (needs `currency`) or `active_users` (distinct users per day; `interval=day`)"),
+        ("interval" = String, Query, description = "`minute`, `hour` or `day` (UTC buckets)"),
+        ("currency" = Option<String>, Query, description = "ISO 4217 code; required with `metric=revenue`, refused otherwise"),
+        ("from" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Start (inclusive, RFC 3339, truncated to the interval); default 60 intervals before `to`"),
+        ("to" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "End (exclusive, RFC 3339, truncated to the minute); default now"),
     ),
     responses(
         (status = 200, description = "Points", body = Timeseries),
         (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "Invalid parameters", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid parameters, or more points than `query.max_points` (1500; the message names the limit)", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Analytics unavailable", body = Problem, content_type = PROBLEM),
     ))]
 pub fn analytics_timeseries() {}
