@@ -213,7 +213,8 @@ bench_start_services() {
     build_services release || die "release build failed"
     local auth_port analytics_port worker_port gateway_port
     read -r auth_port analytics_port worker_port gateway_port < <(pick_free_ports 4)
-    export_service_env "$BENCH_PG_URL" "$BENCH_REDIS_URL" "$BENCH_AMQP_URL" "bench$$" "$auth_port" "$analytics_port"
+    export_service_env "$BENCH_PG_URL" "$BENCH_REDIS_URL" "$BENCH_AMQP_URL" "bench$$" "$auth_port" "$analytics_port" \
+        "http://guest:guest@127.0.0.1:$BENCH_MGMT_PORT"
     # Logging every request would measure the terminal, not the service.
     export RUST_LOG="${BENCH_RUST_LOG:-warn}"
     migrate_services release "$BENCH_TMP/logs"

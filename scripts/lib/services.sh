@@ -9,7 +9,7 @@
 #   keel_target_dir                         export CARGO_TARGET_DIR (shared cache)
 #   build_services PROFILE                  PROFILE = release | debug
 #   service_bin PROFILE NAME                print the binary path
-#   export_service_env PG_URL REDIS_URL AMQP_URL NAMESPACE AUTH_PORT ANALYTICS_PORT
+#   export_service_env PG_URL REDIS_URL AMQP_URL NAMESPACE AUTH_PORT ANALYTICS_PORT [MGMT_URL]
 #   migrate_services PROFILE LOGDIR         `<bin> migrate` for each service
 #   start_service PROFILE NAME PORT LOGDIR RUNDIR      background, pidfile RUNDIR/NAME.pid
 #   wait_service_ready NAME PORT TIMEOUT_S LOGDIR      /readyz 200, log tail on failure
@@ -41,13 +41,16 @@ service_bin() {
 
 # Exports the configuration every service reads (KEEL_*; `__` nests).
 # Secrets and bootstrap settings (KEEL_BOOTSTRAP_ADMIN_*, KEEL_WEBHOOK_SECRET_*)
-# are inherited from the caller's environment when set.
+# are inherited from the caller's environment when set. MGMT_URL is the
+# RabbitMQ management API (with credentials) the gateway's
+# GET /api/v1/admin/queues reads.
 export_service_env() {
-    local pg_url=$1 redis_url=$2 amqp_url=$3 namespace=$4 auth_port=$5 analytics_port=$6
+    local pg_url=$1 redis_url=$2 amqp_url=$3 namespace=$4 auth_port=$5 analytics_port=$6 mgmt_url=${7:-}
     export KEEL_DATABASE__URL="$pg_url"
     export KEEL_REDIS__URL="$redis_url"
     export KEEL_AMQP__URL="$amqp_url"
     export KEEL_AMQP__NAMESPACE="$namespace"
+    if [[ -n "$mgmt_url" ]]; then export KEEL_AMQP_MANAGEMENT__URL="$mgmt_url"; fi
     export KEEL_HTTP__HOST="${KEEL_HTTP__HOST:-127.0.0.1}"
     export KEEL_UPSTREAMS__AUTH_URL="http://127.0.0.1:$auth_port"
     export KEEL_UPSTREAMS__ANALYTICS_URL="http://127.0.0.1:$analytics_port"

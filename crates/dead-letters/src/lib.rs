@@ -24,7 +24,7 @@
 //! - [`metrics`]: the archiver's counters.
 //! - [`error`]: the crate's [`Error`].
 //!
-//! Design and trade-offs: `docs/adr/ (dead-letter archive)`.
+//! Design and trade-offs: `docs/adr/0017-dead-letter-archive.md`.
 
 pub mod archive;
 pub mod archiver;

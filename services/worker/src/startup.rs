@@ -5,6 +5,7 @@ use std::sync::Arc;
 use keel_cache::Redis;
 use keel_contracts::jobs::JobQueue;
 use keel_db::MigrationSet;
+use keel_dead_letters::{Archiver, ArchiverMetrics};
 use keel_http::{Operational, Readiness, Routes, Server};
 use keel_messaging::{Broker, Consumer, ConsumerMetrics, ConsumerOptions, Publisher};
 use keel_outbox::{Relay, RelayMetrics};
@@ -38,11 +39,12 @@ pub enum StartupError {
 
 /// The worker shares the gateway's `store` schema; both apply the same
 /// sets (under the advisory lock) so either may start first.
-pub fn migrations() -> [&'static MigrationSet; 3] {
+pub fn migrations() -> [&'static MigrationSet; 4] {
     [
         &keel_outbox::MIGRATIONS,
         &keel_store::MIGRATIONS,
         &keel_webhooks::MIGRATIONS,
+        &keel_dead_letters::MIGRATIONS,
     ]
 }
 
@@ -83,6 +85,8 @@ pub struct Application {
     operational: Operational,
     broker: Broker,
     relay: Relay,
+    /// Drains `{ns}.dead` into `dead_letters` (the admin API lists them).
+    archiver: Archiver,
     /// The job consumers; each runs until shutdown, then drains.
     consumers: Vec<ConsumerTask>,
     queue_depth: QueueDepth,
@@ -146,6 +150,12 @@ impl Application {
             consumer_metrics.clone(),
         ))];
 
+        let archiver = Archiver::new(
+            broker.clone(),
+            pool.clone(),
+            ArchiverMetrics::register(&mut registry),
+        );
+
         let queue_depth = QueueDepth::register(&mut registry);
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
@@ -157,6 +167,7 @@ impl Application {
             settings,
             broker,
             relay,
+            archiver,
             consumers,
             queue_depth,
         })
@@ -173,6 +184,7 @@ impl Application {
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let archiver = tokio::spawn(self.archiver.run(shutdown.clone()));
         let mut consumers = JoinSet::new();
         for consumer in self.consumers {
             consumers.spawn(consumer(shutdown.clone()));
@@ -203,6 +215,9 @@ impl Application {
         }
         if let Err(e) = relay.await {
             tracing::error!(error = %e, "outbox relay task panicked");
+        }
+        if let Err(e) = archiver.await {
+            tracing::error!(error = %e, "dead-letter archiver task panicked");
         }
         let _ = sampler.await;
         self.broker.close().await;

@@ -13,7 +13,7 @@
 //! - [`openapi`]: the area's part of the OpenAPI document.
 //! - [`error`]: [`error::AdminError`], the area's answers as problems.
 //!
-//! Design: `docs/adr/` (dead-letter archive, requeue and replay).
+//! Design: `docs/adr/0017-dead-letter-archive.md`.
 
 pub mod body;
 pub mod dead_letters;
