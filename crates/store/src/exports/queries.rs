@@ -69,7 +69,7 @@ fn from_row(row: &Row) -> Result<Export> {
 pub async fn create(client: &mut Client, new: &NewExport, max_active: u32) -> Result<Export> {
     let tx = client.transaction().await.map_err(keel_db::Error::from)?;
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('keel.exports.' || $1::text, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended('keel.exports.' || $1::uuid::text, 0))",
         &[&new.user_id],
     )
     .await?;
