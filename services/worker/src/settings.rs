@@ -30,6 +30,8 @@ pub struct Settings {
     pub jobs: JobsSettings,
     pub webhooks: WebhooksSettings,
     pub shopify: ShopifySettings,
+    /// `[exports]`: the export consumer, retention and object storage.
+    pub exports: crate::exports::ExportsSettings,
 }
 
 /// `[order_cache]`: the gateway's order cache, as the worker writes to it.
@@ -171,6 +173,7 @@ impl Validate for Settings {
         self.telemetry.validate()?;
         self.jobs.webhook.validate("jobs.webhook")?;
         self.shopify.validate()?;
+        self.exports.validate()?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::exports::Exports;
 use crate::order_cache::OrderCacheNotifier;
 use crate::queue_depth::QueueDepth;
 use crate::settings::{ConsumerSettings, DEFAULTS, Settings};
@@ -31,6 +32,8 @@ pub enum StartupError {
     Redis(#[from] keel_cache::Error),
     #[error("cannot build the Shopify API client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("cannot open the export storage: {0}")]
+    Storage(#[from] keel_storage::Error),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -39,12 +42,13 @@ pub enum StartupError {
 
 /// The worker shares the gateway's `store` schema; both apply the same
 /// sets (under the advisory lock) so either may start first.
-pub fn migrations() -> [&'static MigrationSet; 4] {
+pub fn migrations() -> [&'static MigrationSet; 5] {
     [
         &keel_outbox::MIGRATIONS,
         &keel_store::MIGRATIONS,
         &keel_webhooks::MIGRATIONS,
         &keel_dead_letters::MIGRATIONS,
+        &keel_store::exports::MIGRATIONS,
     ]
 }
 
@@ -89,6 +93,7 @@ pub struct Application {
     archiver: Archiver,
     /// The job consumers; each runs until shutdown, then drains.
     consumers: Vec<ConsumerTask>,
+    exports: Exports,
     queue_depth: QueueDepth,
 }
 
@@ -142,13 +147,27 @@ impl Application {
             WebhookMetrics::register(&mut registry),
         );
         let webhook_queue = broker.topology().job_queue(JobQueue::Webhook);
-        let consumers = vec![consumer_task(Consumer::new(
+        let mut consumers = vec![consumer_task(Consumer::new(
             broker.clone(),
             webhook_queue,
             webhooks,
             consumer_options(&settings.jobs.webhook, &settings, "worker-webhook"),
             consumer_metrics.clone(),
         ))];
+
+        // jobs.export, and the retention sweep of export files
+        let exports = Exports::build(pool.clone(), &settings.exports)?;
+        let export_jobs = ConsumerSettings {
+            prefetch: settings.exports.prefetch,
+            concurrency: settings.exports.concurrency,
+        };
+        consumers.push(consumer_task(Consumer::new(
+            broker.clone(),
+            broker.topology().job_queue(JobQueue::Export),
+            exports.handler(settings.amqp.retry.max_attempts()),
+            consumer_options(&export_jobs, &settings, "worker-export"),
+            consumer_metrics.clone(),
+        )));
 
         let archiver = Archiver::new(
             broker.clone(),
@@ -169,6 +188,7 @@ impl Application {
             relay,
             archiver,
             consumers,
+            exports,
             queue_depth,
         })
     }
@@ -189,6 +209,7 @@ impl Application {
         for consumer in self.consumers {
             consumers.spawn(consumer(shutdown.clone()));
         }
+        let retention = tokio::spawn(self.exports.run_retention(shutdown.clone()));
         let queues = JobQueue::ALL
             .iter()
             .map(|queue| self.broker.topology().job_queue(*queue).name)
@@ -220,6 +241,9 @@ impl Application {
             tracing::error!(error = %e, "dead-letter archiver task panicked");
         }
         let _ = sampler.await;
+        if let Err(e) = retention.await {
+            tracing::error!(error = %e, "export retention task panicked");
+        }
         self.broker.close().await;
         tracing::info!("worker stopped");
         served.map_err(StartupError::Serve)
