@@ -231,7 +231,7 @@ rollout_check() {
     read -r g1 g2 g3 g4 a1 a2 a3 a4 ngx_gateway ngx_auth inner_gateway inner_auth < <(pick_free_ports 12)
     (
         export_service_env "postgres://keel@127.0.0.1:$pg_port/$db" "$redis_url" "$amqp_url" \
-            "rollout$$" "$ngx_auth" "$ngx_auth"
+            "rollout$$" "$ngx_auth" "$ngx_auth" "${KEEL_TEST_AMQP_MANAGEMENT_URL:-}"
         # Every auth instance signs with the same development key, as replicas
         # share the mounted signing key in a cluster.
         export KEEL_TOKENS__DEV_KEY_DIR="$dir/keys"
