@@ -77,6 +77,10 @@ pub fn middleware(settings: &CorsSettings) -> Cors {
             header::HeaderName::from_static("x-request-id"),
             header::HeaderName::from_static("traceparent"),
             header::HeaderName::from_static("tracestate"),
+            // A fetch-based Server-Sent Events client resuming
+            // `GET /api/v1/events` (native `EventSource` cannot send the
+            // Bearer header, so browsers use one).
+            header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers(EXPOSED_HEADERS)
         .supports_credentials()

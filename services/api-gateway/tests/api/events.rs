@@ -384,3 +384,32 @@ async fn open_streams_end_when_the_gateway_stops_instead_of_holding_its_drain() 
         .expect("the gateway stops without waiting for the open stream");
     assert_eq!(stream.next_frame().await, None, "the stream ended cleanly");
 }
+
+#[tokio::test]
+async fn a_browser_page_may_send_last_event_id_cross_origin() {
+    let (_upstream, app) = app_with(|_| {}).await;
+    let origin = "http://localhost:5173";
+    let response = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/events", app.address),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization,last-event-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(response.headers()["access-control-allow-origin"], origin);
+    let allowed = response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("last-event-id"), "{allowed}");
+    app.stop().await;
+}
