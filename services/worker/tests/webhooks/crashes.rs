@@ -101,6 +101,26 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_is_applied_once() {
     assert_eq!(fulfillment.as_deref(), Some("pending"));
     assert_eq!(event_state(&db, event).await.1, 1);
 
+    let metrics = reqwest::get(second.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"keel_webhook_events_handled_total{source="shopify",outcome="processed"} 1"#,
+        "keel_messages_handled_total{queue=",
+        "keel_messages_in_flight{queue=",
+        "keel_message_handler_duration_seconds_bucket{",
+        "keel_queue_messages{queue=",
+        "keel_queue_consumers{queue=",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
+    }
+
     assert_eq!(
         second.terminate(Duration::from_secs(20)).await.code(),
         Some(0)

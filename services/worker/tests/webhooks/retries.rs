@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use keel_testkit::broker::TestBroker;
+use keel_testkit::database::TestDatabase;
 use keel_testkit::redis::TestRedis;
 
 use crate::support::*;
@@ -80,4 +81,62 @@ async fn a_refusing_shopify_api_dead_letters_at_once() {
     worker.await.unwrap();
     shopify.stop().await;
     broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_job_requeued_by_an_admin_is_processed_once_the_api_recovers() {
+    let db = database().await;
+    let broker = TestBroker::with_retry(short_retries()).await;
+    let redis = TestRedis::new();
+    let shopify = FakeShopify::start(Answer::Status(503)).await;
+    let (shutdown, worker) = run_worker(settings(&db, &broker, &redis, Some(&shopify.url))).await;
+    // The worker archives {ns}.dead into `dead_letters`, where the admin
+    // API lists and requeues from.
+    let event = captured(&db, "shopify", "orders/create", &shopify_order(503)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the dead job is archived",
+        || async { dead_letter(&db).await.is_some() },
+    )
+    .await;
+    let dead = dead_letter(&db).await;
+    assert_eq!(event_state(&db, event).await.0, "failed");
+
+    shopify.set_answer(Answer::Fulfillments {
+        statuses: vec!["success"],
+        delay: Duration::ZERO,
+    });
+    let mut admin = db.pool().get().await.unwrap();
+    let tx = admin.transaction().await.unwrap();
+    keel_dead_letters::requeue::requeue(&tx, dead.unwrap(), None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    eventually(
+        Duration::from_secs(30),
+        "the requeued job is processed",
+        || async { event_state(&db, event).await.0 == "processed" },
+    )
+    .await;
+    let (_, attempts, last_error, processed_at) = event_state(&db, event).await;
+    // Three failed attempts, then the requeued one.
+    assert_eq!((attempts, last_error, processed_at), (4, None, true));
+    assert_eq!(outbox_count(&db, "order.created").await, 1);
+    assert!(order_id_for(&db, 503).await.is_some());
+
+    shutdown.cancel();
+    worker.await.unwrap();
+    shopify.stop().await;
+    broker.cleanup().await;
+}
+
+/// The one archived dead letter's id, if archived yet.
+async fn dead_letter(db: &TestDatabase) -> Option<uuid::Uuid> {
+    let client = db.pool().get().await.unwrap();
+    client
+        .query_opt("SELECT id FROM dead_letters", &[])
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
 }

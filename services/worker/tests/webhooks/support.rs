@@ -1,8 +1,8 @@
 //! What the webhook tests share: captured events, a fake Shopify Admin API
 //! over real HTTP, a worker built in-process, and queries of the effects.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -133,13 +133,15 @@ pub enum Answer {
 pub struct FakeShopify {
     pub url: String,
     hits: Arc<AtomicUsize>,
+    answer: Arc<Mutex<Answer>>,
     handle: actix_web::dev::ServerHandle,
 }
 
 impl FakeShopify {
     pub async fn start(answer: Answer) -> FakeShopify {
         let hits = Arc::new(AtomicUsize::new(0));
-        let state = (answer, hits.clone());
+        let answer = Arc::new(Mutex::new(answer));
+        let state = (answer.clone(), hits.clone());
         let server = HttpServer::new(move || {
             App::new().app_data(web::Data::new(state.clone())).route(
                 "/admin/api/2024-10/orders/{id}/fulfillments.json",
@@ -157,8 +159,14 @@ impl FakeShopify {
         FakeShopify {
             url: format!("http://127.0.0.1:{port}"),
             hits,
+            answer,
             handle,
         }
+    }
+
+    /// Answers differently from now on (the API recovers, say).
+    pub fn set_answer(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
     }
 
     pub fn hits(&self) -> usize {
@@ -173,10 +181,11 @@ impl FakeShopify {
 async fn fulfillments(
     request: HttpRequest,
     path: web::Path<u64>,
-    state: web::Data<(Answer, Arc<AtomicUsize>)>,
+    state: web::Data<(Arc<Mutex<Answer>>, Arc<AtomicUsize>)>,
 ) -> HttpResponse {
     let (answer, hits) = state.get_ref();
     hits.fetch_add(1, Ordering::SeqCst);
+    let answer = answer.lock().unwrap().clone();
     if request
         .headers()
         .get("X-Shopify-Access-Token")
@@ -187,7 +196,7 @@ async fn fulfillments(
     }
     match answer {
         Answer::Fulfillments { statuses, delay } => {
-            tokio::time::sleep(*delay).await;
+            tokio::time::sleep(delay).await;
             let order_id = path.into_inner();
             let fulfillments: Vec<_> = statuses
                 .iter()
@@ -202,7 +211,7 @@ async fn fulfillments(
             HttpResponse::Ok().json(serde_json::json!({ "fulfillments": fulfillments }))
         }
         Answer::Status(code) => {
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap()).finish()
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).finish()
         }
     }
 }
