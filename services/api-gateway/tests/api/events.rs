@@ -211,6 +211,17 @@ async fn a_stream_receives_its_own_export_completed_and_nothing_of_another_users
         id.ends_with(&format!("-{alices_export}")),
         "the id names the export: {id}"
     );
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        "keel_events_streams_open 2",
+        r#"keel_events_delivered_total{event="export.completed"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in:\n{metrics}"
+        );
+    }
     app.stop().await;
 }
 
