@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth_support::{FakeUpstream, bearer};
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app_behind_proxies_with, spawn_app_with};
 use crate::webhooks_support::{self, Delivery, count};
 
 struct Env {
@@ -30,16 +30,27 @@ impl Env {
     }
 
     async fn start_with(configure: impl FnOnce(&mut api_gateway::settings::Settings)) -> Self {
+        Self::spawn(false, configure).await
+    }
+
+    async fn spawn(
+        behind_proxies: bool,
+        configure: impl FnOnce(&mut api_gateway::settings::Settings),
+    ) -> Self {
         let upstream = FakeUpstream::start().await;
-        let app = spawn_app_with(|s| {
+        let settings = |s: &mut api_gateway::settings::Settings| {
             upstream.configure(s);
             webhooks_support::configure(s);
             if let Ok(url) = std::env::var("KEEL_TEST_AMQP_MANAGEMENT_URL") {
                 s.amqp_management.url = SecretString::from(url);
             }
             configure(s);
-        })
-        .await;
+        };
+        let app = if behind_proxies {
+            spawn_app_behind_proxies_with(settings).await
+        } else {
+            spawn_app_with(settings).await
+        };
         let admin = upstream.token_for(Uuid::new_v4(), vec![Role::Admin]);
         let (_, customer) = upstream.customer_token();
         Self {
@@ -549,5 +560,31 @@ async fn an_unreachable_management_api_is_a_503_naming_it() {
         !body.to_string().contains("guest"),
         "no credentials in the answer"
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn admin_listings_answer_503_while_postgresql_is_unreachable_and_recover() {
+    let env = Env::spawn(true, |_| {}).await;
+    let proxies = env.app.proxies.as_ref().unwrap();
+    proxies.postgres.cut();
+    for path in ["/api/v1/admin/webhook-events", "/api/v1/admin/dead-letters"] {
+        let response = env.admin_get(path).await;
+        assert!(response.headers().contains_key("retry-after"), "{path}");
+        let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(
+            !body.to_string().contains("postgres"),
+            "no internals: {body}"
+        );
+    }
+    proxies.postgres.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while env.admin_get("/api/v1/admin/dead-letters").await.status() != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listing never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     env.stop().await;
 }
