@@ -8,6 +8,8 @@
 //!   caller's transaction, so the message commits with the state change.
 //! - [`relay`]: [`Relay`], which publishes committed rows with publisher
 //!   confirms and marks them published.
+//! - [`wake`]: [`RelayWaker`], coalesced wake-ups after commits whose rows
+//!   carry no NOTIFY (hot write paths: webhook capture, the worker).
 //! - [`inbox`]: [`inbox::claim`], de-duplication for consumers.
 //! - [`metrics`]: the relay's Prometheus metrics.
 //! - [`error`]: the crate's [`Error`].
@@ -22,9 +24,11 @@ pub mod inbox;
 pub mod metrics;
 pub mod relay;
 pub mod schema;
+pub mod wake;
 
 pub use enqueue::{OutboxRow, enqueue_event, enqueue_job, wake_relays};
 pub use error::{Error, Result};
 pub use metrics::RelayMetrics;
 pub use relay::{Relay, RelayOptions};
 pub use schema::MIGRATIONS;
+pub use wake::RelayWaker;

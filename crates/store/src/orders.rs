@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use keel_contracts::events::OrderUpdated;
 use keel_contracts::{DomainEvent, Envelope};
 use keel_db::{Client, GenericClient, Transaction};
+use keel_outbox::OutboxRow;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -162,7 +163,9 @@ impl Applied {
 /// are replaced when any of them differs; status, owner and fulfilment
 /// status are left alone. Writes `order.created` or `order.updated` only
 /// when something changed, so a redelivered webhook emits nothing. Runs in
-/// the caller's transaction; the caller commits.
+/// the caller's transaction; the caller commits, then wakes the relays
+/// (the rows carry no NOTIFY, like every write of this worker-facing group:
+/// [`mark_paid`], [`record_fulfillment`]).
 pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Result<Applied> {
     let external_id = &order.external_id;
     let source = order.source.as_string();
@@ -197,9 +200,10 @@ pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Res
     if inserted.is_some() {
         insert_items(tx, id, &order.items).await?;
         let created = get(tx, id, Scope::All).await?;
-        keel_outbox::enqueue_event(
+        emit(
             tx,
-            &Envelope::new(DomainEvent::OrderCreated(created.snapshot())),
+            DomainEvent::OrderCreated(created.snapshot()),
+            Notify::AfterCommit,
         )
         .await?;
         return Ok(Applied {
@@ -245,7 +249,7 @@ pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Res
         .await?;
     insert_items(tx, existing, &order.items).await?;
     let updated = get(tx, existing, Scope::All).await?;
-    emit_updated(tx, &updated, current.status).await?;
+    emit_updated(tx, &updated, current.status, Notify::AfterCommit).await?;
     Ok(Applied {
         order: updated,
         change: Change::Updated,
@@ -265,20 +269,67 @@ fn same_content(stored: &Order, new: &ExternalOrder) -> bool {
         })
 }
 
-async fn emit_updated(tx: &Transaction<'_>, order: &Order, previous: OrderStatus) -> Result<()> {
+/// How the relays learn about an event row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notify {
+    /// NOTIFY in the writing transaction: simple, for request paths whose
+    /// commits are not what limits throughput.
+    InTransaction,
+    /// No NOTIFY: the caller wakes the relays after commit
+    /// (`keel_outbox::wake_relays`, or coalesced with
+    /// `keel_outbox::RelayWaker`). PostgreSQL serialises the commits of
+    /// notifying transactions across their WAL flush, which would cap the
+    /// worker's many small transactions at one commit per flush.
+    AfterCommit,
+}
+
+async fn emit(tx: &Transaction<'_>, event: DomainEvent, notify: Notify) -> Result<()> {
+    let envelope = Envelope::new(event);
+    match notify {
+        Notify::InTransaction => keel_outbox::enqueue_event(tx, &envelope).await?,
+        Notify::AfterCommit => {
+            let row = OutboxRow::event(&envelope)?;
+            let insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5, $6)",
+                    OutboxRow::COLUMNS
+                ))
+                .await?;
+            tx.execute(
+                &insert,
+                &[
+                    &row.id,
+                    &row.target,
+                    &row.routing_key,
+                    &row.message_type,
+                    &row.payload,
+                    &row.headers,
+                ],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn emit_updated(
+    tx: &Transaction<'_>,
+    order: &Order,
+    previous: OrderStatus,
+    notify: Notify,
+) -> Result<()> {
     let event = DomainEvent::OrderUpdated(OrderUpdated {
         order: order.snapshot(),
         previous_status: previous.as_str().to_owned(),
     });
-    keel_outbox::enqueue_event(tx, &Envelope::new(event)).await?;
-    Ok(())
+    emit(tx, event, notify).await
 }
 
 /// Marks an order paid (a payment provider confirmed it). An order already
 /// `paid` or `fulfilled` is left as it is ([`Change::Unchanged`]: the
 /// confirmation arrived twice, or after fulfilment); a `cancelled` one is
 /// an [`Error::IllegalTransition`]; a missing one [`Error::NotFound`].
-/// Runs in the caller's transaction.
+/// Runs in the caller's transaction; wake the relays after commit.
 pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid) -> Result<Applied> {
     let current = lock_status(tx, id, Scope::All).await?;
     if matches!(current, OrderStatus::Paid | OrderStatus::Fulfilled) {
@@ -288,7 +339,7 @@ pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid) -> Result<Applied> {
         });
     }
     current.transition_to(OrderStatus::Paid)?;
-    let order = set_status(tx, id, current, OrderStatus::Paid).await?;
+    let order = set_status(tx, id, current, OrderStatus::Paid, Notify::AfterCommit).await?;
     Ok(Applied {
         order,
         change: Change::Updated,
@@ -297,7 +348,7 @@ pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid) -> Result<Applied> {
 
 /// Records the shop's fulfilment status of an order; `order.updated` is
 /// written only when it differs from the stored one. Runs in the caller's
-/// transaction.
+/// transaction; wake the relays after commit.
 pub async fn record_fulfillment(
     tx: &Transaction<'_>,
     id: Uuid,
@@ -318,7 +369,7 @@ pub async fn record_fulfillment(
             change: Change::Unchanged,
         });
     }
-    emit_updated(tx, &order, order.status).await?;
+    emit_updated(tx, &order, order.status, Notify::AfterCommit).await?;
     Ok(Applied {
         order,
         change: Change::Updated,
@@ -461,7 +512,7 @@ async fn transition(
         return Ok(order);
     }
     current.transition_to(next)?;
-    let order = set_status(&tx, id, current, next).await?;
+    let order = set_status(&tx, id, current, next, Notify::InTransaction).await?;
     tx.commit().await?;
     Ok(order)
 }
@@ -491,6 +542,7 @@ async fn set_status(
     id: Uuid,
     current: OrderStatus,
     next: OrderStatus,
+    notify: Notify,
 ) -> Result<Order> {
     // updated_at strictly increases, even within one microsecond: caches
     // compare it to keep the newer of two versions.
@@ -502,6 +554,6 @@ async fn set_status(
     )
     .await?;
     let order = get(tx, id, Scope::All).await?;
-    emit_updated(tx, &order, current).await?;
+    emit_updated(tx, &order, current, notify).await?;
     Ok(order)
 }

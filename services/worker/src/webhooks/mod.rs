@@ -35,6 +35,7 @@ use std::time::Instant;
 use keel_contracts::{Envelope, Job};
 use keel_db::Pool;
 use keel_messaging::{Handler, HandlerError, Incoming};
+use keel_outbox::RelayWaker;
 use keel_store::domain::{ExternalOrder, FulfillmentStatus, Order};
 use keel_store::orders::{self, Applied};
 use keel_webhooks::Scheme;
@@ -133,6 +134,9 @@ struct Inner {
     sources: HashMap<String, Scheme>,
     shopify: Option<ShopifyApi>,
     cache: Option<OrderCacheNotifier>,
+    /// The domain events' outbox rows carry no NOTIFY (it would serialise
+    /// the commits of concurrent jobs): the relays are woken after commit.
+    relays: RelayWaker,
     /// Attempts a job gets (`amqp.retry`): the last failure marks `failed`.
     max_attempts: u32,
     metrics: WebhookMetrics,
@@ -154,6 +158,7 @@ impl WebhookHandler {
             .collect();
         Self {
             inner: Arc::new(Inner {
+                relays: RelayWaker::new(pool.clone()),
                 pool,
                 sources,
                 shopify,
@@ -203,6 +208,9 @@ impl WebhookHandler {
         process::finish(&tx, event_id, outcome).await?;
         tx.commit().await.map_err(keel_db::Error::from)?;
 
+        if !changed.is_empty() {
+            inner.relays.wake();
+        }
         if let Some(cache) = &inner.cache {
             for order in &changed {
                 cache.written(order).await;
