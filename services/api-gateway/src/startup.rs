@@ -15,6 +15,7 @@ use crate::admin::{self, Admin};
 use crate::authn::Authenticator;
 use crate::edge::Edge;
 use crate::edge::rate_limit::RateLimiter;
+use crate::events::stream::ExportRenderer;
 use crate::events::{self, EventsArea};
 use crate::orders::{self, OrdersArea};
 use crate::proxy::Upstreams;
@@ -171,6 +172,7 @@ impl Application {
             pool.clone(),
             broker.clone(),
             &settings.events,
+            ExportRenderer::stored(),
             &mut registry,
         );
 

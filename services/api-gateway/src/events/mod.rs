@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::hub::Hub;
 use crate::events::metrics::EventsMetrics;
 use crate::events::settings::EventsSettings;
-use crate::events::stream::StreamOptions;
+use crate::events::stream::{ExportRenderer, StreamOptions};
 use crate::events::subscription::Subscription;
 
 /// What the handler shares (cheap to clone).
@@ -63,10 +63,13 @@ pub struct EventsArea {
 }
 
 impl EventsArea {
+    /// `render` writes an export as its event's `data` (the exports area's
+    /// view, with `download_url`; [`ExportRenderer::stored`] without).
     pub fn build(
         pool: Pool,
         broker: Broker,
         settings: &EventsSettings,
+        render: ExportRenderer,
         registry: &mut Registry,
     ) -> Self {
         let metrics = EventsMetrics::register(registry);
@@ -84,6 +87,7 @@ impl EventsArea {
                     heartbeat: settings.heartbeat_interval,
                     retry: settings.retry,
                     replay_batch: settings.replay_batch,
+                    render,
                 },
                 closing: CancellationToken::new(),
                 metrics,

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,12 +70,44 @@ fn kind_of(status: ExportStatus) -> Option<ExportEventKind> {
     }
 }
 
+/// Turns an export into its event's `data`: the JSON
+/// `GET /api/v1/exports/{id}` answers with. The exports area owns that view
+/// (it mints `download_url`), so the start-up hands it in.
+#[derive(Clone)]
+pub struct ExportRenderer(Arc<RenderFn>);
+
+type RenderFn = dyn Fn(&Export) -> serde_json::Result<String> + Send + Sync;
+
+impl ExportRenderer {
+    pub fn new(
+        render: impl Fn(&Export) -> serde_json::Result<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(render))
+    }
+
+    /// The stored export as `keel_store` serialises it (no `download_url`).
+    pub fn stored() -> Self {
+        Self::new(serde_json::to_string)
+    }
+
+    pub fn render(&self, export: &Export) -> serde_json::Result<String> {
+        (self.0)(export)
+    }
+}
+
+impl std::fmt::Debug for ExportRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExportRenderer")
+    }
+}
+
 /// What a stream needs from the area, per connection.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
     pub heartbeat: Duration,
     pub retry: Duration,
     pub replay_batch: i64,
+    pub render: ExportRenderer,
 }
 
 /// An open stream's state.
@@ -86,6 +119,7 @@ pub struct EventStream {
     heartbeat: Interval,
     closing: CancellationToken,
     replay_batch: i64,
+    render: ExportRenderer,
     metrics: EventsMetrics,
 }
 
@@ -126,6 +160,7 @@ impl EventStream {
             heartbeat,
             closing,
             replay_batch: options.replay_batch,
+            render: options.render.clone(),
             metrics,
         };
         if resume_after.is_some() {
@@ -234,7 +269,7 @@ impl EventStream {
     }
 
     fn queue(&mut self, id: EventId, kind: ExportEventKind, export: &Export) {
-        match serde_json::to_string(export) {
+        match self.render.render(export) {
             Ok(data) => {
                 self.queued
                     .push_back(event_frame(id, kind.event_name(), &data));
