@@ -24,7 +24,7 @@ pub struct WebhookReceipt {
 /// stored with its processing job; the answer never waits for processing.
 #[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks", operation_id = "receive_webhook",
     params(
-        ("source" = String, Path, description = "A configured source, e.g. `shopify`."),
+        ("source" = String, Path, example = "shopify", description = "A configured source, e.g. `shopify`."),
     ),
     request_body(content = Object, content_type = "application/json",
         description = "The raw body the sender signed (any bytes; JSON for every supported scheme)."),
