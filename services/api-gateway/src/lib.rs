@@ -15,6 +15,10 @@
 //! - [`webhooks`]: `POST /webhooks/{source}` — inbound webhooks verified
 //!   over the raw body and captured with their job in one transaction; the
 //!   schemes and storage live in `keel_webhooks`.
+//! - [`exports`]: `/api/v1/exports` — request an export (queued with its
+//!   job), read it with a freshly signed `download_url`, list, download the
+//!   file streamed from object storage; the domain lives in
+//!   `keel_store::exports`, the worker builds the files.
 //! - [`events`]: `GET /api/v1/events` — the caller's export outcomes as
 //!   Server-Sent Events, fed by this instance's own queue on the events
 //!   exchange, resumable with `Last-Event-ID`.
@@ -35,6 +39,7 @@ pub mod admin;
 pub mod authn;
 pub mod edge;
 pub mod events;
+pub mod exports;
 pub mod identity;
 pub mod openapi;
 pub mod orders;

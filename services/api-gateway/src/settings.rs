@@ -12,6 +12,7 @@ use crate::authn::AuthnSettings;
 use crate::edge::cors::CorsSettings;
 use crate::edge::rate_limit::RateLimitSettings;
 use crate::events::settings::EventsSettings;
+use crate::exports::settings::ExportsSettings;
 use crate::orders::settings::OrdersSettings;
 use crate::proxy::UpstreamSettings;
 use crate::webhooks::settings::WebhooksSettings;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub webhooks: WebhooksSettings,
     /// `GET /api/v1/events`: heartbeats, reconnect hint, per-user cap.
     pub events: EventsSettings,
+    /// Exports: active limit, signed download links, file storage.
+    pub exports: ExportsSettings,
 }
 
 impl Settings {
@@ -65,6 +68,7 @@ impl Validate for Settings {
         self.rate_limit.validate()?;
         self.orders.validate()?;
         self.events.validate()?;
+        self.exports.validate_in(self.environment)?;
         self.webhooks
             .validate_in(self.environment, |name| std::env::var(name).ok())?;
         Ok(())

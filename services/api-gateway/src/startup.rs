@@ -17,6 +17,7 @@ use crate::edge::Edge;
 use crate::edge::rate_limit::RateLimiter;
 use crate::events::stream::ExportRenderer;
 use crate::events::{self, EventsArea};
+use crate::exports::{self, Exports};
 use crate::orders::{self, OrdersArea};
 use crate::proxy::Upstreams;
 use crate::settings::{DEFAULTS, Settings};
@@ -33,6 +34,8 @@ pub enum StartupError {
     Upstreams(#[source] reqwest::Error),
     #[error("invalid webhook settings: {0}")]
     Webhooks(String),
+    #[error("invalid export settings: {0}")]
+    Exports(String),
     #[error("invalid admin settings: {0}")]
     Admin(String),
     #[error("invalid authentication settings: {0}")]
@@ -97,6 +100,7 @@ pub struct Application {
     webhooks: Webhooks,
     admin: Admin,
     events: EventsArea,
+    exports: Exports,
 }
 
 impl std::fmt::Debug for Application {
@@ -176,6 +180,9 @@ impl Application {
             &mut registry,
         );
 
+        let exports = Exports::build(pool.clone(), &settings.exports, settings.environment)
+            .map_err(StartupError::Exports)?;
+
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))
             .with(checks::RedisCheck(redis))
@@ -193,6 +200,7 @@ impl Application {
             webhooks,
             admin,
             events,
+            exports,
         })
     }
 
@@ -225,6 +233,7 @@ impl Application {
         let (edge, upstreams) = (self.edge, self.upstreams);
         let webhooks_state = self.webhooks;
         let admin_state = self.admin;
+        let exports_state = self.exports;
         let routes: Routes = Arc::new(move |cfg| {
             // One `/api/v1` scope: every API area mounts inside it, behind
             // the edge middleware (CORS, authentication, rate limits).
@@ -234,6 +243,7 @@ impl Application {
                 orders::configure(api, orders_state.clone());
                 admin::configure(api, admin_state.clone());
                 events::configure(api, events_state.clone());
+                exports::configure(api, exports_state.clone());
             }));
             upstreams.configure_root(cfg);
             // Outside `/api/v1`: signed by the sender, no bearer token.

@@ -77,6 +77,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::admin::openapi::AdminApi::openapi());
     doc.merge(crate::webhooks::openapi::WebhooksApi::openapi());
     doc.merge(crate::events::openapi::EventsApi::openapi());
+    doc.merge(crate::exports::openapi::ExportsApi::openapi());
     doc
 }
 

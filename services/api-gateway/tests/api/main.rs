@@ -12,6 +12,7 @@ mod cache;
 mod cors;
 mod edge;
 mod events;
+mod exports;
 mod helpers;
 mod idempotency;
 mod openapi;
