@@ -172,16 +172,19 @@ impl Application {
         let admin = Admin::build(pool.clone(), &settings.amqp_management, &settings.amqp)
             .map_err(StartupError::Admin)?;
 
+        let exports = Exports::build(pool.clone(), &settings.exports, settings.environment)
+            .map_err(StartupError::Exports)?;
+
+        // An event's data is the export as GET /exports/{id} shows it,
+        // `download_url` included.
+        let view = exports.clone();
         let events = EventsArea::build(
             pool.clone(),
             broker.clone(),
             &settings.events,
-            ExportRenderer::stored(),
+            ExportRenderer::new(move |export| serde_json::to_string(&view.view(export))),
             &mut registry,
         );
-
-        let exports = Exports::build(pool.clone(), &settings.exports, settings.environment)
-            .map_err(StartupError::Exports)?;
 
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))

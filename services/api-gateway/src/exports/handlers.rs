@@ -39,7 +39,9 @@ pub struct ExportView<'a> {
 }
 
 impl Exports {
-    fn view<'a>(&self, export: &'a Export) -> ExportView<'a> {
+    /// What `GET /exports/{id}` answers with; also the `data` of the
+    /// export's Server-Sent Event (`crate::events`).
+    pub fn view<'a>(&self, export: &'a Export) -> ExportView<'a> {
         ExportView {
             export,
             download_url: self.download_url(export),

@@ -206,6 +206,14 @@ async fn a_stream_receives_its_own_export_completed_and_nothing_of_another_users
     assert_eq!(export["rows_written"], 3);
     assert_eq!(export["sha256"], "a".repeat(64));
     assert!(export.get("user_id").is_none(), "{export}");
+    // Minted as GET /api/v1/exports/{id} mints it: a browser can follow it.
+    let download_url = export["download_url"].as_str().unwrap();
+    assert!(
+        download_url.starts_with(&format!(
+            "/api/v1/exports/{alices_export}/download?expires="
+        )),
+        "{download_url}"
+    );
     let id = frame.id.unwrap();
     assert!(
         id.ends_with(&format!("-{alices_export}")),
