@@ -100,7 +100,7 @@ FROM (
            (ARRAY['order.created', 'order.created', 'order.created', 'order.created',
                   'user.logged_in', 'user.logged_in', 'user.registered', 'webhook.received',
                   'order.updated', 'export.completed'])[1 + (g * 13) % 10] AS t
-    FROM generate_series(1, $events) AS g
+    FROM generate_series(1::bigint, $events::bigint) AS g
 ) s
 CROSS JOIN LATERAL (SELECT CASE WHEN s.t = 'webhook.received' THEN NULL ELSE s.u0 END AS u) AS uu;
 ANALYZE events;
