@@ -88,7 +88,7 @@ SELECT ts, gen_random_uuid(), t, 1, u,
             THEN jsonb_build_object('order_id', gen_random_uuid(), 'user_id', u,
                                     'status', CASE t WHEN 'order.created' THEN 'pending' ELSE 'paid' END,
                                     'previous_status', 'pending',
-                                    'currency', (ARRAY['EUR', 'USD', 'GBP'])[1 + g % 3],
+                                    'currency', (ARRAY['EUR', 'USD', 'GBP'])[(1 + g % 3)::int],
                                     'total_cents', 100 + (g * 7919) % 20000, 'source', 'api')
             WHEN t = 'webhook.received'
             THEN jsonb_build_object('event_id', gen_random_uuid(), 'source', 'shopify')
@@ -99,7 +99,7 @@ FROM (
            ('00000000-0000-4000-8000-' || lpad(to_hex((g * 31) % 10000), 12, '0'))::uuid AS u0,
            (ARRAY['order.created', 'order.created', 'order.created', 'order.created',
                   'user.logged_in', 'user.logged_in', 'user.registered', 'webhook.received',
-                  'order.updated', 'export.completed'])[1 + (g * 13) % 10] AS t
+                  'order.updated', 'export.completed'])[(1 + (g * 13) % 10)::int] AS t
     FROM generate_series(1::bigint, $events::bigint) AS g
 ) s
 CROSS JOIN LATERAL (SELECT CASE WHEN s.t = 'webhook.received' THEN NULL ELSE s.u0 END AS u) AS uu;
