@@ -177,3 +177,51 @@ impl Validate for Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_name_the_four_development_sources() {
+        let settings = Settings::defaults().unwrap();
+        assert!(settings.validate().is_ok());
+        let schemes: Vec<_> = settings
+            .webhooks
+            .sources
+            .iter()
+            .map(|(name, source)| (name.as_str(), source.scheme.as_str()))
+            .collect();
+        assert_eq!(
+            schemes,
+            [
+                ("github", "github"),
+                ("shopify", "shopify"),
+                ("standard", "standard"),
+                ("stripe", "stripe")
+            ]
+        );
+        assert_eq!(settings.amqp.retry.max_attempts(), 6);
+    }
+
+    #[test]
+    fn bad_consumer_and_shopify_values_are_reported_by_their_keys() {
+        let mut settings = Settings::defaults().unwrap();
+        settings.jobs.webhook.concurrency = 64;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("jobs.webhook.concurrency"), "{error}");
+
+        let mut settings = Settings::defaults().unwrap();
+        settings.shopify.api_base_url = Some("https://shop.example".into());
+        settings.shopify.access_token = None;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("shopify.access_token"), "{error}");
+
+        let mut settings = Settings::defaults().unwrap();
+        settings.shopify.api_base_url = Some("ftp://shop.example".into());
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("shopify.api_base_url"), "{error}");
+    }
+}

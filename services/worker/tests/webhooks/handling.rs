@@ -250,3 +250,50 @@ async fn an_invalid_payload_is_permanent_and_names_the_field() {
     assert!(error.to_string().contains("currency"), "{error}");
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_short_retry_after_is_waited_out_in_the_job() {
+    let db = database().await;
+    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
+    let shopify = FakeShopify::start(Answer::RateLimitedOnce { retry_after: "0.3" }).await;
+    let settings = settings(&db, &broker, &redis, Some(&shopify.url));
+    let event = captured(&db, "shopify", "orders/create", &shopify_order(429)).await;
+    let started = std::time::Instant::now();
+
+    let end = handler(&db, &settings).process(event).await.unwrap();
+
+    assert_eq!(end, JobEnd::Processed);
+    assert_eq!(shopify.hits(), 2);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let id = order_id_for(&db, 429).await.unwrap();
+    let client = db.pool().get().await.unwrap();
+    let order = keel_store::orders::get(&client, id, Scope::All)
+        .await
+        .unwrap();
+    assert_eq!(order.fulfillment_status.as_deref(), Some("fulfilled"));
+    shopify.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_long_retry_after_fails_the_attempt_and_holds_back_calls_until_it_passes() {
+    let db = database().await;
+    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
+    let shopify = FakeShopify::start(Answer::RateLimitedOnce { retry_after: "60" }).await;
+    let settings = settings(&db, &broker, &redis, Some(&shopify.url));
+    let handler = handler(&db, &settings);
+    let event = captured(&db, "shopify", "orders/create", &shopify_order(430)).await;
+
+    let first = handler.process(event).await.unwrap_err();
+    // The next attempt, before the minute is over, does not call at all.
+    let second = handler.process(event).await.unwrap_err();
+
+    assert!(first.is_transient(), "{first}");
+    assert!(first.to_string().contains("429"), "{first}");
+    assert!(second.is_transient(), "{second}");
+    assert!(second.to_string().contains("holding off"), "{second}");
+    assert_eq!(shopify.hits(), 1);
+    assert_eq!(order_id_for(&db, 430).await, None);
+    shopify.stop().await;
+    broker.cleanup().await;
+}

@@ -127,6 +127,9 @@ pub enum Answer {
     },
     /// This status with an empty body.
     Status(u16),
+    /// 429 with this `Retry-After` on the first request, then one
+    /// successful fulfilment.
+    RateLimitedOnce { retry_after: &'static str },
 }
 
 /// A fake Shopify Admin API on a free port, counting requests.
@@ -184,8 +187,19 @@ async fn fulfillments(
     state: web::Data<(Arc<Mutex<Answer>>, Arc<AtomicUsize>)>,
 ) -> HttpResponse {
     let (answer, hits) = state.get_ref();
-    hits.fetch_add(1, Ordering::SeqCst);
-    let answer = answer.lock().unwrap().clone();
+    let hit = hits.fetch_add(1, Ordering::SeqCst) + 1;
+    let answer = match answer.lock().unwrap().clone() {
+        Answer::RateLimitedOnce { retry_after } if hit == 1 => {
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", retry_after))
+                .finish();
+        }
+        Answer::RateLimitedOnce { .. } => Answer::Fulfillments {
+            statuses: vec!["success"],
+            delay: Duration::ZERO,
+        },
+        answer => answer,
+    };
     if request
         .headers()
         .get("X-Shopify-Access-Token")
@@ -210,6 +224,7 @@ async fn fulfillments(
                 .collect();
             HttpResponse::Ok().json(serde_json::json!({ "fulfillments": fulfillments }))
         }
+        Answer::RateLimitedOnce { .. } => HttpResponse::InternalServerError().finish(),
         Answer::Status(code) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).finish()
         }
