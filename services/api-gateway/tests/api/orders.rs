@@ -29,6 +29,8 @@ async fn creating_an_order_answers_201_with_the_order_and_its_location() {
     assert_eq!(order["source"], "api");
     assert_eq!(order["external_id"], Value::Null);
     assert_eq!(order["customer_email"], "ada@example.com");
+    // Only webhook orders have one (recorded by the worker).
+    assert_eq!(order["fulfillment_status"], Value::Null);
     assert_eq!(
         order["items"],
         json!([
@@ -51,6 +53,7 @@ async fn creating_an_order_answers_201_with_the_order_and_its_location() {
             "currency",
             "customer_email",
             "external_id",
+            "fulfillment_status",
             "id",
             "items",
             "source",
