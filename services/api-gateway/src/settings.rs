@@ -68,9 +68,9 @@ impl Validate for Settings {
         self.rate_limit.validate()?;
         self.orders.validate()?;
         self.events.validate()?;
-        self.exports.validate_in(self.environment)?;
         self.webhooks
             .validate_in(self.environment, |name| std::env::var(name).ok())?;
+        self.exports.validate_in(self.environment)?;
         Ok(())
     }
 }
