@@ -106,7 +106,7 @@ CROSS JOIN LATERAL (SELECT CASE WHEN s.t = 'webhook.received' THEN NULL ELSE s.u
 ANALYZE events;
 SQL
     bench_record "generate $events raw events (SQL)" "" "events/s" \
-        "$(python3 -c "print($events / max($SECONDS - started, 1))")" null null null null 0 psql null \
+        "$(python3 -c "print($events / max($((SECONDS - started)), 1))")" null null null null 0 psql null \
         "$((SECONDS - started)) s"
 
     log "bench: analytics rebuild over 30 days"
@@ -120,7 +120,7 @@ SQL
     local rows
     rows="$(bench_analytics_psql -c "SELECT count(*) FROM rollups")"
     bench_record "analytics rebuild (rollups from raw)" "" "events/s" \
-        "$(python3 -c "print($events / max($SECONDS - started, 1))")" null null null null 0 "analytics rebuild" null \
+        "$(python3 -c "print($events / max($((SECONDS - started)), 1))")" null null null null 0 "analytics rebuild" null \
         "$((SECONDS - started)) s, $rows rollup rows"
 }
 

@@ -42,6 +42,11 @@ pub async fn export_raw(
     to: NaiveDate,
     dir: &Path,
 ) -> Result<Vec<ExportedDay>, ExportError> {
+    // Streaming a whole day may outlast the service's per-statement budget.
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(keel_db::Error::from)?;
     let mut out = Vec::new();
     let mut day = from;
     while day <= to {

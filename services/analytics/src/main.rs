@@ -89,7 +89,7 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("rebuild failed: {e}");
+                    eprintln!("rebuild failed: {}", keel_runtime::service::error_chain(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -103,7 +103,10 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("export-raw failed: {e}");
+                    eprintln!(
+                        "export-raw failed: {}",
+                        keel_runtime::service::error_chain(&e)
+                    );
                     ExitCode::FAILURE
                 }
             }

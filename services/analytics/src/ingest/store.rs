@@ -198,6 +198,9 @@ pub async fn rebuild(
     let start = day_start(from);
     let end = day_start(to + chrono::Days::new(1));
     let tx = client.transaction().await?;
+    // An operator's command over millions of rows: the service's
+    // per-statement budget (`database.statement_timeout`) does not apply.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     // Live batches wait (their upserts need ROW EXCLUSIVE) until the
     // recomputed figures are committed, then add to them; readers go on.
     tx.batch_execute("LOCK TABLE rollups, daily_users IN EXCLUSIVE MODE")
