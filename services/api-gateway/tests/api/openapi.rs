@@ -48,6 +48,19 @@ async fn the_document_is_served_as_openapi_3_1_and_covers_the_api() {
         "/api/v1/analytics/summary",
         "/api/v1/analytics/timeseries",
         "/api/v1/openapi.json",
+        "/api/v1/orders",
+        "/api/v1/orders/{id}",
+        "/api/v1/exports",
+        "/api/v1/exports/{id}",
+        "/api/v1/exports/{id}/download",
+        "/api/v1/events",
+        "/webhooks/{source}",
+        "/api/v1/admin/webhook-events",
+        "/api/v1/admin/webhook-events/{id}",
+        "/api/v1/admin/webhook-events/{id}/replay",
+        "/api/v1/admin/dead-letters",
+        "/api/v1/admin/dead-letters/{id}/requeue",
+        "/api/v1/admin/queues",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
