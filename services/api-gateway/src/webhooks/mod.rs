@@ -9,8 +9,10 @@
 //! - [`error`]: [`error::WebhookError`], the area's answers as problems.
 //! - [`openapi`]: the ingest endpoint's part of the OpenAPI document.
 //! - [`metrics`]: `webhooks_received{source, outcome}`.
-//! - [`wake`]: coalesced outbox-relay wake-ups after captures (their rows
-//!   are written without NOTIFY, which would serialise ingest's commits).
+//!
+//! Captures write their outbox rows without NOTIFY (it would serialise
+//! ingest's commits); `keel_outbox::RelayWaker` wakes the relays after
+//! commit, coalesced, as the worker does after applying a job.
 //!
 //! Schemes, storage and capture live in `keel_webhooks`; the worker applies
 //! the captured events. Design: `docs/adr/0011-inbound-webhooks.md`.
@@ -20,7 +22,6 @@ pub mod handlers;
 pub mod metrics;
 pub mod openapi;
 pub mod settings;
-pub mod wake;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use prometheus_client::registry::Registry;
 
 use crate::webhooks::metrics::WebhookMetrics;
 use crate::webhooks::settings::WebhooksSettings;
-use crate::webhooks::wake::RelayWaker;
+use keel_outbox::RelayWaker;
 
 /// One configured source, ready to verify.
 #[derive(Debug)]
