@@ -12,7 +12,7 @@
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -45,6 +45,12 @@ struct Args {
     /// Stop after this many requests instead of after a duration.
     #[arg(short = 'n', long)]
     requests: Option<u64>,
+
+    /// Keep sending until SIGTERM or SIGINT arrives (and, with --requests, at
+    /// least that many have been sent), then report: for a load that must
+    /// outlast an operation of unknown length, such as a rollout.
+    #[arg(long)]
+    until_signal: bool,
 
     /// Target total rate in requests per second (open loop). Default: as fast
     /// as the server answers (closed loop).
@@ -170,9 +176,14 @@ async fn run(args: Args) -> Result<Report> {
 
     let cpu_before = cpu_seconds(&args.target_pids)?;
     let started = Instant::now();
-    let stop = match args.requests {
-        Some(n) => Stop::Count(Arc::new(AtomicU64::new(n))),
-        None => Stop::At(started + Duration::from_secs_f64(args.duration)),
+    let stop = match (args.until_signal, args.requests) {
+        (true, minimum) => Stop::Signalled {
+            signalled: stop_on_signal()?,
+            sent: Arc::new(AtomicU64::new(0)),
+            minimum: minimum.unwrap_or(0),
+        },
+        (false, Some(n)) => Stop::Count(Arc::new(AtomicU64::new(n))),
+        (false, None) => Stop::At(started + Duration::from_secs_f64(args.duration)),
     };
     let results = run_load(&plan, args.connections, stop, Some(started)).await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -308,6 +319,12 @@ enum Stop {
     At(Instant),
     /// Requests left to send, shared by all connections.
     Count(Arc<AtomicU64>),
+    /// Until a signal has arrived and at least `minimum` requests were sent.
+    Signalled {
+        signalled: Arc<AtomicBool>,
+        sent: Arc<AtomicU64>,
+        minimum: u64,
+    },
 }
 
 impl Stop {
@@ -318,8 +335,34 @@ impl Stop {
             Stop::Count(left) => left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok(),
+            Stop::Signalled {
+                signalled,
+                sent,
+                minimum,
+            } => {
+                sent.fetch_add(1, Ordering::Relaxed) < *minimum
+                    || !signalled.load(Ordering::Relaxed)
+            }
         }
     }
+}
+
+/// A flag raised by the first SIGTERM or SIGINT.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let raised = Arc::clone(&flag);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        raised.store(true, Ordering::Relaxed);
+    });
+    Ok(flag)
 }
 
 /// Runs all connections until `stop`; records latencies when `started` is set.
