@@ -1,6 +1,9 @@
 //! Capturing a verified delivery: the event row, its job and its domain
 //! event, committed together or not at all.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use keel_contracts::events::WebhookReceived;
 use keel_contracts::jobs::WebhookProcess;
 use keel_contracts::{DomainEvent, Envelope, Job};
@@ -44,6 +47,51 @@ impl Captured {
     }
 }
 
+/// A delivery with its event id and outbox rows, built in the request's own
+/// task so the rows carry its trace context, whichever task writes them.
+#[derive(Debug, Clone)]
+pub struct PreparedCapture {
+    pub event_id: Uuid,
+    pub source: String,
+    pub topic: Option<String>,
+    pub delivery_id: String,
+    pub body: bytes::Bytes,
+    pub headers: serde_json::Value,
+    job: OutboxRow,
+    received: OutboxRow,
+}
+
+impl PreparedCapture {
+    pub fn new(event: &NewEvent<'_>) -> Result<Self> {
+        let event_id = Uuid::now_v7();
+        let job = OutboxRow::job(&Envelope::new(Job::WebhookProcess(WebhookProcess {
+            event_id,
+        })))?;
+        let received = OutboxRow::event(&Envelope::new(DomainEvent::WebhookReceived(
+            WebhookReceived {
+                event_id,
+                source: event.source.to_owned(),
+                topic: event.topic.map(str::to_owned),
+            },
+        )))?;
+        Ok(Self {
+            event_id,
+            source: event.source.to_owned(),
+            topic: event.topic.map(str::to_owned),
+            delivery_id: event.delivery_id.to_owned(),
+            body: bytes::Bytes::copy_from_slice(event.body),
+            headers: event.headers.clone(),
+            job,
+            received,
+        })
+    }
+
+    /// Deliveries are unique per source: the key of the unique constraint.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.source, &self.delivery_id)
+    }
+}
+
 /// Stores `event` with its `webhook.process` job and `webhook.received`
 /// event in the outbox, in one statement: atomic on its own (pass a pooled
 /// client), or part of the caller's transaction if given one.
@@ -52,8 +100,7 @@ impl Captured {
 /// redelivery (`ON CONFLICT DO NOTHING` returns nothing) writes no outbox
 /// row either; only then does a second statement read the first event's id.
 /// One statement in autocommit is one round trip for the whole capture,
-/// commit included — that, and PostgreSQL's group commit, is ingest's
-/// throughput.
+/// commit included.
 ///
 /// The rows carry no NOTIFY: PostgreSQL serialises the commits of notifying
 /// transactions (across their WAL flush), which would undo group commit.
@@ -61,18 +108,15 @@ impl Captured {
 /// (coalesced across requests, as the gateway does) or let the relay's poll
 /// find the rows.
 pub async fn capture(client: &impl GenericClient, event: &NewEvent<'_>) -> Result<Captured> {
-    let event_id = Uuid::now_v7();
-    let job = OutboxRow::job(&Envelope::new(Job::WebhookProcess(WebhookProcess {
-        event_id,
-    })))?;
-    let received = OutboxRow::event(&Envelope::new(DomainEvent::WebhookReceived(
-        WebhookReceived {
-            event_id,
-            source: event.source.to_owned(),
-            topic: event.topic.map(str::to_owned),
-        },
-    )))?;
+    capture_prepared(client, &PreparedCapture::new(event)?).await
+}
 
+/// [`capture`] of an already prepared delivery.
+pub async fn capture_prepared(
+    client: &impl GenericClient,
+    event: &PreparedCapture,
+) -> Result<Captured> {
+    let (job, received) = (&event.job, &event.received);
     // Casts: parameters in a SELECT list have no column to take a type from.
     let sql = format!(
         "WITH event AS ( \
@@ -91,16 +135,17 @@ pub async fn capture(client: &impl GenericClient, event: &NewEvent<'_>) -> Resul
         columns = OutboxRow::COLUMNS
     );
     let statement = client.prepare_cached(&sql).await?;
+    let body: &[u8] = &event.body;
     let inserted = client
         .query_opt(
             &statement,
             &[
-                &event_id,
+                &event.event_id,
                 &event.source,
                 &event.topic,
                 &event.delivery_id,
-                &event.body,
-                event.headers,
+                &body,
+                &event.headers,
                 &job.id,
                 &job.target,
                 &job.routing_key,
@@ -117,7 +162,7 @@ pub async fn capture(client: &impl GenericClient, event: &NewEvent<'_>) -> Resul
         )
         .await?;
     if inserted.is_some() {
-        return Ok(Captured::Stored(event_id));
+        return Ok(Captured::Stored(event.event_id));
     }
 
     // A redelivery. ON CONFLICT waited for any concurrent insert of the same
@@ -130,4 +175,138 @@ pub async fn capture(client: &impl GenericClient, event: &NewEvent<'_>) -> Resul
         .await?
         .ok_or(Error::Vanished)?;
     Ok(Captured::Duplicate(existing.try_get(0)?))
+}
+
+/// Captures several deliveries in one statement (one round trip, one
+/// commit in autocommit): what [`crate::group_commit`] sends for every
+/// request that arrived while the previous commit was in flight. The answer
+/// has one entry per input, in order, exactly as [`capture_prepared`] would
+/// have answered each one alone.
+///
+/// Rows are inserted in (source, delivery id) order, so two batches that
+/// share deliveries wait for each other in one direction only (no deadlock);
+/// a delivery that appears twice in `events` is stored once, and the later
+/// copies answer [`Captured::Duplicate`] with its id.
+pub async fn capture_many(
+    client: &impl GenericClient,
+    events: &[PreparedCapture],
+) -> Result<Vec<Captured>> {
+    // The first of each key is the one offered to the database.
+    let mut leaders: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
+    let mut offered: Vec<&PreparedCapture> = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        if let Entry::Vacant(slot) = leaders.entry(event.key()) {
+            slot.insert(index);
+            offered.push(event);
+        }
+    }
+    offered.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+
+    let ids: Vec<Uuid> = offered.iter().map(|e| e.event_id).collect();
+    let sources: Vec<&str> = offered.iter().map(|e| e.source.as_str()).collect();
+    let topics: Vec<Option<&str>> = offered.iter().map(|e| e.topic.as_deref()).collect();
+    let deliveries: Vec<&str> = offered.iter().map(|e| e.delivery_id.as_str()).collect();
+    let bodies: Vec<&[u8]> = offered.iter().map(|e| &e.body[..]).collect();
+    let headers: Vec<&serde_json::Value> = offered.iter().map(|e| &e.headers).collect();
+    let rows: Vec<(Uuid, &OutboxRow)> = offered
+        .iter()
+        .flat_map(|e| [(e.event_id, &e.job), (e.event_id, &e.received)])
+        .collect();
+    let row_events: Vec<Uuid> = rows.iter().map(|(event, _)| *event).collect();
+    let row_ids: Vec<Uuid> = rows.iter().map(|(_, r)| r.id).collect();
+    let row_targets: Vec<&str> = rows.iter().map(|(_, r)| r.target).collect();
+    let row_keys: Vec<&str> = rows.iter().map(|(_, r)| r.routing_key).collect();
+    let row_types: Vec<&str> = rows.iter().map(|(_, r)| r.message_type).collect();
+    let row_payloads: Vec<&serde_json::Value> = rows.iter().map(|(_, r)| &r.payload).collect();
+    let row_headers: Vec<&serde_json::Value> = rows.iter().map(|(_, r)| &r.headers).collect();
+
+    // WITH ORDINALITY + ORDER BY: insertion (and so row-lock) order is the
+    // sorted order above, not whatever the planner would pick.
+    let sql = format!(
+        "WITH event AS ( \
+             INSERT INTO webhook_events (id, source, topic, delivery_id, body, headers) \
+             SELECT id, source, topic, delivery_id, body, headers \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[]) \
+                  WITH ORDINALITY AS d(id, source, topic, delivery_id, body, headers, n) \
+             ORDER BY n \
+             ON CONFLICT ON CONSTRAINT webhook_events_source_delivery DO NOTHING \
+             RETURNING id \
+         ), rows AS ( \
+             INSERT INTO outbox ({columns}) \
+             SELECT r.id, r.target, r.routing_key, r.message_type, r.payload, r.headers \
+             FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::text[], \
+                         $12::jsonb[], $13::jsonb[]) \
+                  AS r(event_id, id, target, routing_key, message_type, payload, headers) \
+             JOIN event ON event.id = r.event_id \
+         ) \
+         SELECT id FROM event",
+        columns = OutboxRow::COLUMNS
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let stored: HashSet<Uuid> = client
+        .query(
+            &statement,
+            &[
+                &ids,
+                &sources,
+                &topics,
+                &deliveries,
+                &bodies,
+                &headers,
+                &row_events,
+                &row_ids,
+                &row_targets,
+                &row_keys,
+                &row_types,
+                &row_payloads,
+                &row_headers,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+
+    // Redeliveries of events stored earlier: read their ids (a new snapshot
+    // sees every conflicting row, as in capture_prepared).
+    let redelivered: Vec<&PreparedCapture> = offered
+        .iter()
+        .copied()
+        .filter(|e| !stored.contains(&e.event_id))
+        .collect();
+    let mut existing: HashMap<(String, String), Uuid> = HashMap::new();
+    if !redelivered.is_empty() {
+        let sources: Vec<&str> = redelivered.iter().map(|e| e.source.as_str()).collect();
+        let deliveries: Vec<&str> = redelivered.iter().map(|e| e.delivery_id.as_str()).collect();
+        for row in client
+            .query(
+                "SELECT w.source, w.delivery_id, w.id FROM webhook_events w \
+                 JOIN unnest($1::text[], $2::text[]) AS k(source, delivery_id) \
+                   ON w.source = k.source AND w.delivery_id = k.delivery_id",
+                &[&sources, &deliveries],
+            )
+            .await?
+        {
+            existing.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+        }
+    }
+
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let leader = &events[leaders[&event.key()]];
+            if stored.contains(&leader.event_id) {
+                return Ok(if leaders[&event.key()] == index {
+                    Captured::Stored(leader.event_id)
+                } else {
+                    Captured::Duplicate(leader.event_id)
+                });
+            }
+            existing
+                .get(&(event.source.clone(), event.delivery_id.clone()))
+                .map(|id| Captured::Duplicate(*id))
+                .ok_or(Error::Vanished)
+        })
+        .collect()
 }

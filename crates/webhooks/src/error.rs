@@ -11,6 +11,13 @@ pub enum Error {
     /// (deleted concurrently); the sender's retry will be stored.
     #[error("the conflicting webhook event disappeared")]
     Vanished,
+    /// The database could not be reached for a batch of captures; every
+    /// delivery in it gets this (the first one gets the original error).
+    #[error("no database connection for the capture batch: {0}")]
+    Unavailable(String),
+    /// The group-commit tasks are gone (shutting down).
+    #[error("the capture queue has stopped")]
+    Stopped,
 }
 
 impl Error {
@@ -20,6 +27,7 @@ impl Error {
             Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => {
                 e.is_unavailable()
             }
+            Error::Unavailable(_) | Error::Stopped => true,
             _ => false,
         }
     }

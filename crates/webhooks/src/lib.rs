@@ -18,6 +18,9 @@
 //! - [`capture`]: [`capture::capture`] — the event row, its
 //!   `webhook.process` job and its `webhook.received` event in one
 //!   transaction; a redelivery stores nothing and names the first event.
+//! - [`group_commit`]: [`group_commit::GroupCommit`] — the captures that
+//!   arrive while a commit is in flight, stored together in one statement
+//!   ([`capture::capture_many`]); each caller answered after its commit.
 //! - [`process`]: the worker's side of an event — [`process::load`],
 //!   [`process::lock`] (row lock with a lock timeout), [`process::finish`]
 //!   (`processed` / `ignored`), [`process::record_failure`] (attempts, last
@@ -31,13 +34,14 @@
 pub mod admin;
 pub mod capture;
 pub mod error;
+pub mod group_commit;
 pub mod headers;
 pub mod process;
 pub mod schema;
 pub mod scheme;
 pub mod sign;
 
-pub use capture::{Captured, NewEvent, capture};
+pub use capture::{Captured, NewEvent, PreparedCapture, capture};
 pub use error::{Error, Result};
 pub use headers::Headers;
 pub use schema::MIGRATIONS;

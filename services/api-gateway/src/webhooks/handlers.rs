@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures::StreamExt;
 use keel_webhooks::headers::stored_headers;
-use keel_webhooks::{Captured, Headers, NewEvent, Verified};
+use keel_webhooks::{Captured, Headers, NewEvent, PreparedCapture, Verified};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -72,21 +72,16 @@ async fn ingest(
             .map(|(name, value)| (name.as_str(), value.as_bytes())),
     );
 
-    // No explicit transaction: the capture is one statement, atomic and
-    // committed on its own in one round trip.
-    let client = webhooks.pool.get().await.map_err(keel_db::Error::from)?;
-    let captured = keel_webhooks::capture(
-        &client,
-        &NewEvent {
-            source: &source.name,
-            topic: topic.as_deref(),
-            delivery_id: &delivery_id,
-            body: &body,
-            headers: &headers,
-        },
-    )
-    .await?;
-    drop(client);
+    // Durable before the answer: the group commit answers after the commit
+    // that holds this delivery.
+    let prepared = PreparedCapture::new(&NewEvent {
+        source: &source.name,
+        topic: topic.as_deref(),
+        delivery_id: &delivery_id,
+        body: &body,
+        headers: &headers,
+    })?;
+    let captured = webhooks.captures.capture(prepared).await?;
     match captured {
         Captured::Stored(_) => webhooks.waker.wake(),
         Captured::Duplicate(id) => {

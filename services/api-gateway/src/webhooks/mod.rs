@@ -10,7 +10,9 @@
 //! - [`openapi`]: the ingest endpoint's part of the OpenAPI document.
 //! - [`metrics`]: `webhooks_received{source, outcome}`.
 //!
-//! Captures write their outbox rows without NOTIFY (it would serialise
+//! Captures go through `keel_webhooks::group_commit`: the deliveries that
+//! arrive while a commit is in flight share the next one (each answered
+//! after its own commit). They write their outbox rows without NOTIFY (it would serialise
 //! ingest's commits); `keel_outbox::RelayWaker` wakes the relays after
 //! commit, coalesced, as the worker does after applying a job.
 //!
@@ -30,6 +32,7 @@ use actix_web::web;
 use keel_config::Environment;
 use keel_db::Pool;
 use keel_http::Problem;
+use keel_webhooks::group_commit::GroupCommit;
 use keel_webhooks::{Scheme, Verifier};
 use prometheus_client::registry::Registry;
 
@@ -54,7 +57,7 @@ impl Source {
 /// What the handler shares (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Webhooks {
-    pool: Pool,
+    captures: GroupCommit,
     sources: Arc<HashMap<String, Source>>,
     metrics: WebhookMetrics,
     waker: RelayWaker,
@@ -98,7 +101,7 @@ impl Webhooks {
         }
         Ok(Self {
             waker: RelayWaker::new(pool.clone()),
-            pool,
+            captures: GroupCommit::start(pool, settings.group_commit.options()),
             sources: Arc::new(sources),
             metrics: WebhookMetrics::register(registry),
         })

@@ -24,6 +24,50 @@ pub struct WebhooksSettings {
     /// By name: the `{source}` of `POST /webhooks/{source}`.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+    /// How concurrent captures share commits.
+    #[serde(default)]
+    pub group_commit: GroupCommitSettings,
+}
+
+/// `[webhooks.group_commit]`: deliveries that arrive while a capture is
+/// committing are stored together in the next statement (see
+/// `keel_webhooks::group_commit`). Each sender is still answered only after
+/// the commit that holds its delivery.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCommitSettings {
+    /// Most deliveries in one statement.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Commits in flight at once, each on its own pooled connection.
+    #[serde(default = "default_concurrent_batches")]
+    pub concurrent_batches: usize,
+}
+
+impl Default for GroupCommitSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: default_max_batch(),
+            concurrent_batches: default_concurrent_batches(),
+        }
+    }
+}
+
+fn default_max_batch() -> usize {
+    keel_webhooks::group_commit::GroupCommitOptions::default().max_batch
+}
+
+fn default_concurrent_batches() -> usize {
+    keel_webhooks::group_commit::GroupCommitOptions::default().concurrent_batches
+}
+
+impl GroupCommitSettings {
+    pub fn options(&self) -> keel_webhooks::group_commit::GroupCommitOptions {
+        keel_webhooks::group_commit::GroupCommitOptions {
+            max_batch: self.max_batch,
+            concurrent_batches: self.concurrent_batches,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +154,19 @@ impl WebhooksSettings {
         environment: Environment,
         env: impl Fn(&str) -> Option<String> + Copy,
     ) -> Result<(), Invalid> {
+        if !(1..=4096).contains(&self.group_commit.max_batch) {
+            return Err(
+                Invalid::new("group_commit.max_batch", "must be between 1 and 4096")
+                    .within("webhooks"),
+            );
+        }
+        if !(1..=64).contains(&self.group_commit.concurrent_batches) {
+            return Err(Invalid::new(
+                "group_commit.concurrent_batches",
+                "must be between 1 and 64 (each holds a database connection)",
+            )
+            .within("webhooks"));
+        }
         for (name, source) in &self.sources {
             let key = |field: &str| format!("sources.{name}.{field}");
             let invalid = |field: &str, reason: String| {

@@ -104,3 +104,19 @@ fn an_unusable_standard_secret_is_refused_naming_the_key() {
         "{error}"
     );
 }
+
+#[test]
+fn group_commit_limits_come_from_the_environment_and_a_zero_batch_is_refused_naming_the_key() {
+    let settings = load(&[
+        ("KEEL_WEBHOOKS__GROUP_COMMIT__MAX_BATCH", "32"),
+        ("KEEL_WEBHOOKS__GROUP_COMMIT__CONCURRENT_BATCHES", "2"),
+    ])
+    .unwrap();
+    assert_eq!(settings.webhooks.group_commit.max_batch, 32);
+    assert_eq!(settings.webhooks.group_commit.concurrent_batches, 2);
+
+    let error = load(&[("KEEL_WEBHOOKS__GROUP_COMMIT__MAX_BATCH", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("webhooks.group_commit.max_batch"), "{error}");
+}
