@@ -29,6 +29,10 @@ pub struct IngestSettings {
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
     pub prefetch: u16,
+    /// Batch consumers per process, each on its own channel and database
+    /// connection: while one batch commits (waits for the WAL flush), the
+    /// next one is being written.
+    pub consumers: usize,
 }
 
 /// `[retention]`: raw event partitions.
@@ -85,6 +89,11 @@ impl IngestSettings {
         if self.prefetch == 0 {
             return Err(Invalid::new("prefetch", "must be at least 1"));
         }
+        // Each consumer holds a pool connection for its batch; more than a
+        // few only adds lock waits on the shared store-wide rollup rows.
+        if !(1..=8).contains(&self.consumers) {
+            return Err(Invalid::new("consumers", "must be between 1 and 8"));
+        }
         Ok(())
     }
 }
@@ -116,5 +125,25 @@ impl QuerySettings {
             return Err(Invalid::new("max_range", "must be at least one minute"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_batch_consumers_by_default_and_the_count_is_bounded() {
+        let settings = Settings::defaults().expect("the built-in defaults load");
+        assert_eq!(settings.ingest.consumers, 2);
+        assert!(settings.ingest.validate().is_ok());
+        for bad in [0, 9] {
+            let ingest = IngestSettings {
+                consumers: bad,
+                ..settings.ingest.clone()
+            };
+            let error = ingest.validate().expect_err("out of range");
+            assert!(error.to_string().contains("consumers"), "{error}");
+        }
     }
 }

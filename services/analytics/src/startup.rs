@@ -186,7 +186,15 @@ pub async fn declare_queue(broker: &Broker, shutdown: &CancellationToken) -> Opt
     }
 }
 
-/// The batch consumer of domain events, until `shutdown`.
+/// The batch consumers of domain events (`ingest.consumers` of them, each
+/// on its own channel), until `shutdown`.
+///
+/// Several consumers per process because a batch's time is split between
+/// work (CPU in this process and in PostgreSQL) and waiting for its commit
+/// to reach the disk; with one consumer the next batch only starts after
+/// the flush. Concurrent batches stay correct: each is one transaction,
+/// idempotent on the raw key, and writes rollup and `daily_users` rows in
+/// key order, so two batches never wait on each other in a cycle.
 pub async fn consume(
     broker: Broker,
     pool: Pool,
@@ -204,9 +212,25 @@ pub async fn consume(
         prefetch: settings.ingest.prefetch,
         consumer_tag: SERVICE.to_owned(),
     };
-    let handler = IngestHandler::new(pool, ingest_metrics, settings.retention.raw_days);
-    let consumer = BatchConsumer::new(broker, queue, handler, options, consumer_metrics);
-    if let Err(error) = consumer.run(shutdown).await {
-        tracing::error!(error = %error, "the event consumer stopped with an error");
-    }
+    let consumers = (0..settings.ingest.consumers.max(1)).map(|_| {
+        let handler = IngestHandler::new(
+            pool.clone(),
+            ingest_metrics.clone(),
+            settings.retention.raw_days,
+        );
+        let consumer = BatchConsumer::new(
+            broker.clone(),
+            queue.clone(),
+            handler,
+            options.clone(),
+            consumer_metrics.clone(),
+        );
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(error) = consumer.run(shutdown).await {
+                tracing::error!(error = %error, "an event consumer stopped with an error");
+            }
+        }
+    });
+    futures::future::join_all(consumers).await;
 }

@@ -376,6 +376,20 @@ async fn assert_figures_match_raw(
     assert_eq!(summary, sql_summary(stack.pool(), user, from, to).await);
     answers.push(summary);
 
+    // All five kinds of rollup piece: minutes, hours, the whole day, hours,
+    // minutes (the period above needs only three).
+    let wide_from = at(day.pred_opt().unwrap(), "22:30:00");
+    let (status, wide) = get(
+        service,
+        Some(caller),
+        "/api/v1/analytics/summary",
+        &range(wide_from, to),
+    )
+    .await;
+    assert_eq!(status, 200, "{wide}");
+    assert_eq!(wide, sql_summary(stack.pool(), user, wide_from, to).await);
+    answers.push(wide);
+
     let metrics: [(&str, Option<&str>); 7] = [
         ("order.created", None),
         ("user.registered", None),

@@ -72,12 +72,17 @@ pub async fn apply_batch(client: &mut Client, events: &[RawEvent]) -> keel_db::R
              RETURNING occurred_at, id",
         )
         .await?;
-    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let versions: Vec<i16> = events.iter().map(|e| e.version).collect();
-    let users: Vec<Option<Uuid>> = events.iter().map(RawEvent::user_id).collect();
-    let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
+    // In key order: concurrent batches (ingest.consumers) that share an
+    // event (a redelivery) then wait on each other in one direction only,
+    // and the primary key is filled in order.
+    let mut ordered: Vec<&RawEvent> = events.iter().collect();
+    ordered.sort_unstable_by_key(|e| (e.occurred_at, e.id));
+    let occurred: Vec<DateTime<Utc>> = ordered.iter().map(|e| e.occurred_at).collect();
+    let ids: Vec<Uuid> = ordered.iter().map(|e| e.id).collect();
+    let kinds: Vec<&str> = ordered.iter().map(|e| e.kind.as_str()).collect();
+    let versions: Vec<i16> = ordered.iter().map(|e| e.version).collect();
+    let users: Vec<Option<Uuid>> = ordered.iter().map(|e| e.user_id()).collect();
+    let data: Vec<&serde_json::Value> = ordered.iter().map(|e| &e.data).collect();
     let rows = tx
         .query(
             &insert,
