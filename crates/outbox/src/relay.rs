@@ -61,6 +61,9 @@ impl Default for RelayOptions {
     }
 }
 
+/// How often the backlog gauge is refreshed while the relay is busy.
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Batch {
@@ -77,6 +80,9 @@ pub struct Relay {
     publisher: Publisher,
     options: RelayOptions,
     metrics: RelayMetrics,
+    /// Raised by NOTIFYs (through the listener) and by in-process writers
+    /// ([`Relay::waker`]).
+    wake: Arc<Notify>,
 }
 
 impl Relay {
@@ -98,7 +104,15 @@ impl Relay {
             publisher,
             options,
             metrics,
+            wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// A waker for writers in this process: it raises this relay directly,
+    /// with no database round trip. The relay publishes every pending row
+    /// when woken, other processes' rows included.
+    pub fn waker(&self) -> crate::RelayWaker {
+        crate::RelayWaker::local(self.wake.clone())
     }
 
     /// Runs until `shutdown` is cancelled. Never gives up: database or broker
@@ -106,7 +120,7 @@ impl Relay {
     /// A batch in progress at shutdown finishes (its publishes are bounded
     /// by `amqp.publish_timeout`).
     pub async fn run(self, shutdown: CancellationToken) {
-        let wake = Arc::new(Notify::new());
+        let wake = self.wake.clone();
         let listener_stop = shutdown.child_token();
         let listener = tokio::spawn(listen(
             self.listen.clone(),
@@ -117,6 +131,7 @@ impl Relay {
         ));
         let mut failures = 0u32;
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut last_backlog: Option<tokio::time::Instant> = None;
         'run: loop {
             // Drain: full batches mean more rows are waiting.
             loop {
@@ -141,9 +156,16 @@ impl Relay {
                     }
                 }
             }
-            match self.backlog().await {
-                Ok(rows) => self.metrics.set_backlog(rows),
-                Err(error) => tracing::warn!(error = %error, "cannot measure the outbox backlog"),
+            // A count per wake-up would cost a query per batch when writers
+            // keep the relay busy; the gauge needs no more than one a second.
+            if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
+                last_backlog = Some(tokio::time::Instant::now());
+                match self.backlog().await {
+                    Ok(rows) => self.metrics.set_backlog(rows),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot measure the outbox backlog");
+                    }
+                }
             }
             if last_prune.is_none_or(|at| at.elapsed() >= self.options.prune_interval) {
                 last_prune = Some(tokio::time::Instant::now());

@@ -8,35 +8,66 @@
 //! queued while it is: a commit before the queued wake-up's NOTIFY is
 //! covered by it, so no row waits for the relay's poll while writers are
 //! busy.
+//!
+//! A writer with a relay in its own process needs no NOTIFY at all:
+//! [`crate::Relay::waker`] raises that relay directly. That is what the
+//! services use; it also spares every other replica's relay a wake-up (and
+//! a near-empty batch) per commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use keel_db::Pool;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct RelayWaker {
-    pool: Pool,
-    /// A wake-up task exists that has not yet sent its NOTIFY.
-    pending: Arc<AtomicBool>,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    /// NOTIFY on the schema's channel: every listening relay wakes.
+    Notify {
+        pool: Pool,
+        /// A wake-up task exists that has not yet sent its NOTIFY.
+        pending: Arc<AtomicBool>,
+    },
+    /// The relay of this process.
+    Local(Arc<Notify>),
 }
 
 impl RelayWaker {
+    /// Wakes every relay of the schema through NOTIFY.
     pub fn new(pool: Pool) -> Self {
         Self {
-            pool,
-            pending: Arc::new(AtomicBool::new(false)),
+            target: Target::Notify {
+                pool,
+                pending: Arc::new(AtomicBool::new(false)),
+            },
+        }
+    }
+
+    pub(crate) fn local(relay: Arc<Notify>) -> Self {
+        Self {
+            target: Target::Local(relay),
         }
     }
 
     /// Call after a commit that wrote outbox rows. Never waits (spawns on
-    /// the current Tokio runtime).
+    /// the current Tokio runtime when it has to NOTIFY).
     pub fn wake(&self) {
-        if self.pending.swap(true, Ordering::AcqRel) {
+        let (pool, pending) = match &self.target {
+            // Stores a permit when the relay is busy: it runs once more
+            // after its current batch, which covers this commit.
+            Target::Local(relay) => return relay.notify_one(),
+            Target::Notify { pool, pending } => (pool, pending),
+        };
+        if pending.swap(true, Ordering::AcqRel) {
             // A wake-up that has not sent yet will cover this commit.
             return;
         }
-        let (pool, pending) = (self.pool.clone(), self.pending.clone());
+        let (pool, pending) = (pool.clone(), pending.clone());
         tokio::spawn(async move {
             let client = match pool.get().await {
                 Ok(client) => client,

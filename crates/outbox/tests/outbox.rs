@@ -20,7 +20,7 @@ use keel_messaging::{
     Incoming, Publisher, ReconnectSettings,
 };
 use keel_outbox::{
-    MIGRATIONS, Relay, RelayMetrics, RelayOptions, enqueue_event, enqueue_job, inbox,
+    MIGRATIONS, OutboxRow, Relay, RelayMetrics, RelayOptions, enqueue_event, enqueue_job, inbox,
 };
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
@@ -407,6 +407,91 @@ async fn a_committed_event_wakes_the_relay_without_waiting_for_the_poll() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(message.delivery.routing_key.as_str(), "order.created");
+    let body: Envelope<DomainEvent> = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(body, event);
+
+    shutdown.cancel();
+    running.await.unwrap();
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_row_written_without_notify_goes_out_when_the_in_process_waker_raises_the_relay() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let channel = test.channel().await;
+    let queue = test
+        .topology()
+        .declare_event_queue(&channel, "analytics", &["order.*"])
+        .await
+        .unwrap();
+    let relay = relay(
+        &db,
+        test.settings(),
+        RelayOptions {
+            batch_size: 100,
+            poll_interval: Duration::from_secs(3600),
+            ..RelayOptions::default()
+        },
+    );
+    let waker = relay.waker();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Written the hot-path way: the row carries no NOTIFY.
+    let event = Envelope::new(DomainEvent::OrderCreated(OrderSnapshot {
+        order_id: Uuid::new_v4(),
+        user_id: None,
+        status: "pending".to_owned(),
+        currency: "EUR".to_owned(),
+        total_cents: 990,
+        source: "api".to_owned(),
+    }));
+    let row = OutboxRow::event(&event).unwrap();
+    let client = db.pool().get().await.unwrap();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5, $6)",
+                OutboxRow::COLUMNS
+            ),
+            &[
+                &row.id,
+                &row.target,
+                &row.routing_key,
+                &row.message_type,
+                &row.payload,
+                &row.headers,
+            ],
+        )
+        .await
+        .unwrap();
+    let get = || async {
+        channel
+            .basic_get(queue.name.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+    };
+    // Nothing wakes the relay yet (no NOTIFY, an hour's poll).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        get().await.is_none(),
+        "published before anything woke the relay"
+    );
+
+    waker.wake();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let message = loop {
+        if let Some(message) = get().await {
+            break message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waker did not make the relay publish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let body: Envelope<DomainEvent> = serde_json::from_slice(&message.delivery.data).unwrap();
     assert_eq!(body, event);
 

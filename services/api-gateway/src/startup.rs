@@ -163,6 +163,7 @@ impl Application {
 
         let webhooks = Webhooks::build(
             pool.clone(),
+            relay.waker(),
             &settings.webhooks,
             settings.environment,
             &mut registry,

@@ -140,6 +140,7 @@ impl Application {
         };
         let webhooks = WebhookHandler::new(
             pool.clone(),
+            relay.waker(),
             &settings.webhooks,
             ShopifyApi::from_settings(&settings.shopify)?,
             order_cache,

@@ -13,8 +13,8 @@
 //! Captures go through `keel_webhooks::group_commit`: the deliveries that
 //! arrive while a commit is in flight share the next one (each answered
 //! after its own commit). They write their outbox rows without NOTIFY (it would serialise
-//! ingest's commits); `keel_outbox::RelayWaker` wakes the relays after
-//! commit, coalesced, as the worker does after applying a job.
+//! ingest's commits); the in-process relay is woken after commit
+//! (`keel_outbox::Relay::waker`, no database round trip).
 //!
 //! Schemes, storage and capture live in `keel_webhooks`; the worker applies
 //! the captured events. Design: `docs/adr/0011-inbound-webhooks.md`.
@@ -69,6 +69,7 @@ impl Webhooks {
     /// naming the source.
     pub fn build(
         pool: Pool,
+        waker: RelayWaker,
         settings: &WebhooksSettings,
         environment: Environment,
         registry: &mut Registry,
@@ -100,7 +101,7 @@ impl Webhooks {
             );
         }
         Ok(Self {
-            waker: RelayWaker::new(pool.clone()),
+            waker,
             captures: GroupCommit::start(pool, settings.group_commit.options()),
             sources: Arc::new(sources),
             metrics: WebhookMetrics::register(registry),

@@ -143,8 +143,11 @@ struct Inner {
 }
 
 impl WebhookHandler {
+    /// `relays` is woken after every commit that wrote outbox rows: the
+    /// process's own relay (`Relay::waker`) in the service.
     pub fn new(
         pool: Pool,
+        relays: RelayWaker,
         settings: &WebhooksSettings,
         shopify: Option<ShopifyApi>,
         cache: Option<OrderCacheNotifier>,
@@ -158,7 +161,7 @@ impl WebhookHandler {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                relays: RelayWaker::new(pool.clone()),
+                relays,
                 pool,
                 sources,
                 shopify,

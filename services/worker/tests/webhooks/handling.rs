@@ -19,6 +19,7 @@ fn handler(
 ) -> WebhookHandler {
     WebhookHandler::new(
         db.pool().clone(),
+        keel_outbox::RelayWaker::new(db.pool().clone()),
         &settings.webhooks,
         ShopifyApi::from_settings(&settings.shopify).unwrap(),
         None,
