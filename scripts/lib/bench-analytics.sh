@@ -15,7 +15,8 @@
 #   are loaded at BENCH_ANALYTICS_QUERY_CONNECTIONS [8] connections directly
 #   against the analytics service (as the gateway forwards them: caller in
 #   X-Keel-User-Id / X-Keel-Role), next to the same summary computed from the
-#   raw events by pgbench.
+#   raw events by pgbench. Each query is measured three ways (see
+#   bench_analytics_query). BENCH_ANALYTICS_EVENTS=0 skips the query part.
 
 bench_analytics_psql() {
     PGOPTIONS='-c client_min_messages=warning -c search_path=analytics' \
@@ -208,6 +209,10 @@ scenario_analytics() {
         log "bench: services already running: the ingest figure includes publishing"
     fi
     bench_analytics_ingest "${BENCH_ANALYTICS_INGEST:-300000}"
-    bench_analytics_dataset "${BENCH_ANALYTICS_EVENTS:-10000000}"
-    bench_analytics_queries
+    # BENCH_ANALYTICS_EVENTS=0: the ingest part alone (a few minutes instead
+    # of about fifteen), e.g. to compare ingest settings run after run.
+    if ((${BENCH_ANALYTICS_EVENTS:-10000000} > 0)); then
+        bench_analytics_dataset "${BENCH_ANALYTICS_EVENTS:-10000000}"
+        bench_analytics_queries
+    fi
 }
