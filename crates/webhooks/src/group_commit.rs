@@ -31,8 +31,14 @@ use crate::error::{Error, Result};
 pub struct GroupCommitOptions {
     /// Most deliveries in one statement.
     pub max_batch: usize,
+    /// A batch takes no more deliveries once their bodies reach this many
+    /// bytes (it always takes one), so large bodies do not make one huge
+    /// statement.
+    pub max_batch_bytes: usize,
     /// Batches committing at the same time (each holds one pooled
-    /// connection while it does).
+    /// connection while it does). Fewer means larger batches and fewer
+    /// transactions: on the 2-core benchmark machine 1 and 2 did best
+    /// (docs/benchmarks.md); 2 keeps one slow commit from holding up all.
     pub concurrent_batches: usize,
 }
 
@@ -40,7 +46,8 @@ impl Default for GroupCommitOptions {
     fn default() -> Self {
         Self {
             max_batch: 256,
-            concurrent_batches: 4,
+            max_batch_bytes: 4 * 1024 * 1024,
+            concurrent_batches: 2,
         }
     }
 }
@@ -71,12 +78,12 @@ impl GroupCommit {
         // flight; past that, callers wait to enqueue (backpressure).
         let (queue, receiver) = mpsc::channel(max_batch * options.concurrent_batches.max(1) * 2);
         let receiver = Arc::new(Mutex::new(receiver));
+        let limits = Limits {
+            deliveries: max_batch,
+            bytes: options.max_batch_bytes.max(1),
+        };
         for _ in 0..options.concurrent_batches.max(1) {
-            tokio::spawn(commit_batches(
-                pool.clone(),
-                Arc::clone(&receiver),
-                max_batch,
-            ));
+            tokio::spawn(commit_batches(pool.clone(), Arc::clone(&receiver), limits));
         }
         Self { queue }
     }
@@ -93,26 +100,37 @@ impl GroupCommit {
     }
 }
 
-/// One committer: takes whatever is queued (up to `max_batch`), commits it,
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    deliveries: usize,
+    bytes: usize,
+}
+
+/// One committer: takes whatever is queued (within `limits`), commits it,
 /// answers, repeats. Only the gathering holds the receiver, so the other
 /// committers gather while this one waits for its commit.
-async fn commit_batches(
-    pool: Pool,
-    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    max_batch: usize,
-) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+async fn commit_batches(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, limits: Limits) {
+    let mut captures = Vec::with_capacity(limits.deliveries);
+    let mut answers = Vec::with_capacity(limits.deliveries);
     loop {
         {
             let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut batch, max_batch).await == 0 {
+            let Some(first) = receiver.recv().await else {
                 return; // every handle dropped and the queue is empty
+            };
+            let mut bytes = first.capture.body.len();
+            captures.push(first.capture);
+            answers.push(first.answer);
+            while captures.len() < limits.deliveries && bytes < limits.bytes {
+                let Ok(next) = receiver.try_recv() else { break };
+                bytes += next.capture.body.len();
+                captures.push(next.capture);
+                answers.push(next.answer);
             }
         }
-        let (captures, answers): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|p| (p.capture, p.answer)).unzip();
         let outcomes = commit(&pool, &captures).await;
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+        captures.clear();
+        for (answer, outcome) in answers.drain(..).zip(outcomes) {
             // A caller that went away (client disconnected) no longer
             // needs its answer; its delivery is stored all the same.
             let _ = answer.send(outcome);

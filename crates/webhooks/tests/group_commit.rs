@@ -108,6 +108,8 @@ async fn concurrent_captures_through_the_group_commit_are_each_stored_and_answer
         db.pool().clone(),
         GroupCommitOptions {
             max_batch: 16,
+            // Small: batches also split on bytes.
+            max_batch_bytes: 200,
             concurrent_batches: 3,
         },
     );
@@ -155,6 +157,7 @@ async fn a_delivery_the_database_refuses_fails_alone_and_the_rest_of_its_batch_i
         db.pool().clone(),
         GroupCommitOptions {
             max_batch: 64,
+            max_batch_bytes: 1024 * 1024,
             concurrent_batches: 1,
         },
     );

@@ -39,6 +39,9 @@ pub struct GroupCommitSettings {
     /// Most deliveries in one statement.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Body bytes past which a batch takes no more deliveries.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
     /// Commits in flight at once, each on its own pooled connection.
     #[serde(default = "default_concurrent_batches")]
     pub concurrent_batches: usize,
@@ -48,6 +51,7 @@ impl Default for GroupCommitSettings {
     fn default() -> Self {
         Self {
             max_batch: default_max_batch(),
+            max_batch_bytes: default_max_batch_bytes(),
             concurrent_batches: default_concurrent_batches(),
         }
     }
@@ -55,6 +59,10 @@ impl Default for GroupCommitSettings {
 
 fn default_max_batch() -> usize {
     keel_webhooks::group_commit::GroupCommitOptions::default().max_batch
+}
+
+fn default_max_batch_bytes() -> usize {
+    keel_webhooks::group_commit::GroupCommitOptions::default().max_batch_bytes
 }
 
 fn default_concurrent_batches() -> usize {
@@ -65,6 +73,7 @@ impl GroupCommitSettings {
     pub fn options(&self) -> keel_webhooks::group_commit::GroupCommitOptions {
         keel_webhooks::group_commit::GroupCommitOptions {
             max_batch: self.max_batch,
+            max_batch_bytes: self.max_batch_bytes,
             concurrent_batches: self.concurrent_batches,
         }
     }
@@ -157,6 +166,12 @@ impl WebhooksSettings {
         if !(1..=4096).contains(&self.group_commit.max_batch) {
             return Err(
                 Invalid::new("group_commit.max_batch", "must be between 1 and 4096")
+                    .within("webhooks"),
+            );
+        }
+        if self.group_commit.max_batch_bytes == 0 {
+            return Err(
+                Invalid::new("group_commit.max_batch_bytes", "must be at least 1")
                     .within("webhooks"),
             );
         }
