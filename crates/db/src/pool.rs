@@ -49,8 +49,9 @@ pub fn connection_config(
         .application_name(application)
         .connect_timeout(settings.connect_timeout)
         .options(format!(
-            "-c search_path={schema},public -c statement_timeout={}",
-            settings.statement_timeout.as_millis()
+            "-c search_path={schema},public -c statement_timeout={} -c jit={}",
+            settings.statement_timeout.as_millis(),
+            if settings.jit { "on" } else { "off" }
         ));
     Ok(config)
 }

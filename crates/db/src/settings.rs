@@ -23,6 +23,12 @@ pub struct DatabaseSettings {
     /// runaway query.
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// PostgreSQL's JIT compilation of expressions. Off unless asked for:
+    /// Keel's statements are short, and JIT only ever added its compile
+    /// time to them — the analytics summary spent 45 ms compiling a 0.5 ms
+    /// read once an estimate crossed `jit_above_cost` (ADR 0016).
+    #[serde(default)]
+    pub jit: bool,
 }
 
 impl Validate for DatabaseSettings {

@@ -947,3 +947,21 @@ async fn bad_parameters_are_422_naming_the_field_and_strangers_401() {
     service.terminate(Duration::from_secs(20)).await;
     stack.cleanup().await;
 }
+
+/// JIT is off on every service connection unless `database.jit` asks for
+/// it: the summary once spent 45 ms compiling a 0.5 ms read.
+#[tokio::test]
+async fn service_connections_run_without_jit_unless_configured() {
+    let db = TestDatabase::create(analytics::SCHEMA, &migrations()).await;
+    let jit = |pool: Pool| async move {
+        let client = pool.get().await.unwrap();
+        let row = client.query_one("SHOW jit", &[]).await.unwrap();
+        row.get::<_, String>(0)
+    };
+    assert_eq!(jit(db.pool().clone()).await, "off");
+
+    let mut settings = db.settings();
+    settings.jit = true;
+    let pool = keel_db::connect(&settings, analytics::SCHEMA, "analytics-test").unwrap();
+    assert_eq!(jit(pool).await, "on");
+}
