@@ -90,6 +90,31 @@ impl OutboxRow {
 }
 
 impl OutboxRow {
+    /// Inserts the row as it is, without NOTIFY: for a hot path that wakes
+    /// the relay after its commit ([`crate::Relay::waker`]).
+    pub async fn insert_without_notify(&self, client: &impl GenericClient) -> Result<()> {
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5, $6)",
+                Self::COLUMNS
+            ))
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &self.id,
+                    &self.target,
+                    &self.routing_key,
+                    &self.message_type,
+                    &self.payload,
+                    &self.headers,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn insert(&self, client: &impl GenericClient) -> Result<()> {
         // One round trip: insert, then NOTIFY the relay on the schema's
         // channel. Postgres delivers notifications only on commit (nothing

@@ -448,23 +448,10 @@ async fn a_row_written_without_notify_goes_out_when_the_in_process_waker_raises_
         total_cents: 990,
         source: "api".to_owned(),
     }));
-    let row = OutboxRow::event(&event).unwrap();
     let client = db.pool().get().await.unwrap();
-    client
-        .execute(
-            &format!(
-                "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5, $6)",
-                OutboxRow::COLUMNS
-            ),
-            &[
-                &row.id,
-                &row.target,
-                &row.routing_key,
-                &row.message_type,
-                &row.payload,
-                &row.headers,
-            ],
-        )
+    OutboxRow::event(&event)
+        .unwrap()
+        .insert_without_notify(&client)
         .await
         .unwrap();
     let get = || async {

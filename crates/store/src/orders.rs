@@ -288,25 +288,9 @@ async fn emit(tx: &Transaction<'_>, event: DomainEvent, notify: Notify) -> Resul
     match notify {
         Notify::InTransaction => keel_outbox::enqueue_event(tx, &envelope).await?,
         Notify::AfterCommit => {
-            let row = OutboxRow::event(&envelope)?;
-            let insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5, $6)",
-                    OutboxRow::COLUMNS
-                ))
+            OutboxRow::event(&envelope)?
+                .insert_without_notify(tx)
                 .await?;
-            tx.execute(
-                &insert,
-                &[
-                    &row.id,
-                    &row.target,
-                    &row.routing_key,
-                    &row.message_type,
-                    &row.payload,
-                    &row.headers,
-                ],
-            )
-            .await?;
         }
     }
     Ok(())
