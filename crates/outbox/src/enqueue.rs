@@ -93,43 +93,35 @@ impl OutboxRow {
     /// Inserts the row as it is, without NOTIFY: for a hot path that wakes
     /// the relay after its commit ([`crate::Relay::waker`]).
     pub async fn insert_without_notify(&self, client: &impl GenericClient) -> Result<()> {
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5, $6)",
-                Self::COLUMNS
-            ))
-            .await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &self.id,
-                    &self.target,
-                    &self.routing_key,
-                    &self.message_type,
-                    &self.payload,
-                    &self.headers,
-                ],
-            )
-            .await?;
-        Ok(())
+        self.execute(
+            client,
+            "INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await
     }
 
     async fn insert(&self, client: &impl GenericClient) -> Result<()> {
         // One round trip: insert, then NOTIFY the relay on the schema's
         // channel. Postgres delivers notifications only on commit (nothing
         // on rollback) and folds identical ones within a transaction.
-        // Prepared once per connection (text would be prepared every call).
-        let statement = client
-            .prepare_cached(
-                "WITH inserted AS ( \
-                     INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     RETURNING id \
-                 ) \
-                 SELECT pg_notify('outbox_' || current_schema(), '') FROM inserted",
-            )
-            .await?;
+        self.execute(
+            client,
+            "WITH inserted AS ( \
+                 INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 RETURNING id \
+             ) \
+             SELECT pg_notify('outbox_' || current_schema(), '') FROM inserted",
+        )
+        .await
+    }
+
+    /// Runs `sql` with the row's fields as `$1..$6`, in [`Self::COLUMNS`]
+    /// order. Prepared once per connection (text would be prepared every
+    /// call).
+    async fn execute(&self, client: &impl GenericClient, sql: &str) -> Result<()> {
+        let statement = client.prepare_cached(sql).await?;
         client
             .execute(
                 &statement,

@@ -353,138 +353,133 @@ async fn a_relay_that_dies_after_the_confirm_publishes_again_and_the_inbox_appli
     test.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_committed_event_wakes_the_relay_without_waiting_for_the_poll() {
-    let test = TestBroker::new().await;
-    let db = database().await;
-    let channel = test.channel().await;
-    let queue = test
-        .topology()
-        .declare_event_queue(&channel, "analytics", &["order.*"])
-        .await
-        .unwrap();
-    // A poll interval far beyond the test's patience: only NOTIFY can wake it.
-    let relay = relay(
-        &db,
-        test.settings(),
-        RelayOptions {
-            batch_size: 100,
-            poll_interval: Duration::from_secs(3600),
-            ..RelayOptions::default()
-        },
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
-    // Let the relay finish its first (empty) pass and start listening.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// A relay whose poll is far beyond any test's patience (only a wake-up
+/// makes it publish), running, past its first empty pass, with a queue
+/// bound to `order.*`.
+struct IdleRelay {
+    test: TestBroker,
+    db: TestDatabase,
+    channel: Channel,
+    queue: String,
+    waker: keel_outbox::RelayWaker,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
 
-    let event = Envelope::new(DomainEvent::OrderCreated(OrderSnapshot {
+impl IdleRelay {
+    async fn start() -> Self {
+        let test = TestBroker::new().await;
+        let db = database().await;
+        let channel = test.channel().await;
+        let queue = test
+            .topology()
+            .declare_event_queue(&channel, "analytics", &["order.*"])
+            .await
+            .unwrap()
+            .name;
+        let relay = relay(
+            &db,
+            test.settings(),
+            RelayOptions {
+                batch_size: 100,
+                poll_interval: Duration::from_secs(3600),
+                ..RelayOptions::default()
+            },
+        );
+        let waker = relay.waker();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(relay.run(shutdown.clone()));
+        // Let the relay finish its first (empty) pass and start listening.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Self {
+            test,
+            db,
+            channel,
+            queue,
+            waker,
+            shutdown,
+            running,
+        }
+    }
+
+    async fn get(&self) -> Option<lapin::message::BasicGetMessage> {
+        self.channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+    }
+
+    /// The next message published to the queue, within 5 s.
+    async fn published(&self, what: &str) -> lapin::message::BasicGetMessage {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(message) = self.get().await {
+                return message;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.await.unwrap();
+        self.test.cleanup().await;
+    }
+}
+
+fn order_created(total_cents: i64) -> Envelope<DomainEvent> {
+    Envelope::new(DomainEvent::OrderCreated(OrderSnapshot {
         order_id: Uuid::new_v4(),
         user_id: None,
         status: "pending".to_owned(),
         currency: "EUR".to_owned(),
-        total_cents: 1250,
+        total_cents,
         source: "api".to_owned(),
-    }));
-    let mut client = db.pool().get().await.unwrap();
+    }))
+}
+
+#[tokio::test]
+async fn a_committed_event_wakes_the_relay_without_waiting_for_the_poll() {
+    let relay = IdleRelay::start().await;
+    let event = order_created(1250);
+    let mut client = relay.db.pool().get().await.unwrap();
     let transaction = client.transaction().await.unwrap();
     enqueue_event(&transaction, &event).await.unwrap();
     transaction.commit().await.unwrap();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let message = loop {
-        let got = channel
-            .basic_get(queue.name.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if let Some(message) = got {
-            break message;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the event was not published"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let message = relay.published("the event was not published").await;
     assert_eq!(message.delivery.routing_key.as_str(), "order.created");
     let body: Envelope<DomainEvent> = serde_json::from_slice(&message.delivery.data).unwrap();
     assert_eq!(body, event);
-
-    shutdown.cancel();
-    running.await.unwrap();
-    test.cleanup().await;
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn a_row_written_without_notify_goes_out_when_the_in_process_waker_raises_the_relay() {
-    let test = TestBroker::new().await;
-    let db = database().await;
-    let channel = test.channel().await;
-    let queue = test
-        .topology()
-        .declare_event_queue(&channel, "analytics", &["order.*"])
-        .await
-        .unwrap();
-    let relay = relay(
-        &db,
-        test.settings(),
-        RelayOptions {
-            batch_size: 100,
-            poll_interval: Duration::from_secs(3600),
-            ..RelayOptions::default()
-        },
-    );
-    let waker = relay.waker();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
+    let relay = IdleRelay::start().await;
     // Written the hot-path way: the row carries no NOTIFY.
-    let event = Envelope::new(DomainEvent::OrderCreated(OrderSnapshot {
-        order_id: Uuid::new_v4(),
-        user_id: None,
-        status: "pending".to_owned(),
-        currency: "EUR".to_owned(),
-        total_cents: 990,
-        source: "api".to_owned(),
-    }));
-    let client = db.pool().get().await.unwrap();
+    let event = order_created(990);
+    let client = relay.db.pool().get().await.unwrap();
     OutboxRow::event(&event)
         .unwrap()
         .insert_without_notify(&client)
         .await
         .unwrap();
-    let get = || async {
-        channel
-            .basic_get(queue.name.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-    };
     // Nothing wakes the relay yet (no NOTIFY, an hour's poll).
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
-        get().await.is_none(),
+        relay.get().await.is_none(),
         "published before anything woke the relay"
     );
 
-    waker.wake();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let message = loop {
-        if let Some(message) = get().await {
-            break message;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the waker did not make the relay publish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    relay.waker.wake();
+    let message = relay
+        .published("the waker did not make the relay publish")
+        .await;
     let body: Envelope<DomainEvent> = serde_json::from_slice(&message.delivery.data).unwrap();
     assert_eq!(body, event);
-
-    shutdown.cancel();
-    running.await.unwrap();
-    test.cleanup().await;
+    relay.stop().await;
 }
 
 #[tokio::test]

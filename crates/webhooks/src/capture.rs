@@ -1,7 +1,6 @@
 //! Capturing a verified delivery: the event row, its job and its domain
 //! event, committed together or not at all.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use keel_contracts::events::WebhookReceived;
@@ -55,7 +54,7 @@ pub struct PreparedCapture {
     pub source: String,
     pub topic: Option<String>,
     pub delivery_id: String,
-    pub body: bytes::Bytes,
+    pub body: Vec<u8>,
     pub headers: serde_json::Value,
     job: OutboxRow,
     received: OutboxRow,
@@ -79,7 +78,7 @@ impl PreparedCapture {
             source: event.source.to_owned(),
             topic: event.topic.map(str::to_owned),
             delivery_id: event.delivery_id.to_owned(),
-            body: bytes::Bytes::copy_from_slice(event.body),
+            body: event.body.to_vec(),
             headers: event.headers.clone(),
             job,
             received,
@@ -94,94 +93,26 @@ impl PreparedCapture {
 
 /// Stores `event` with its `webhook.process` job and `webhook.received`
 /// event in the outbox, in one statement: atomic on its own (pass a pooled
-/// client), or part of the caller's transaction if given one.
-///
-/// The outbox rows are inserted from the event insert's `RETURNING`, so a
-/// redelivery (`ON CONFLICT DO NOTHING` returns nothing) writes no outbox
-/// row either; only then does a second statement read the first event's id.
-/// One statement in autocommit is one round trip for the whole capture,
-/// commit included.
-///
-/// The rows carry no NOTIFY: PostgreSQL serialises the commits of notifying
-/// transactions (across their WAL flush), which would undo group commit.
-/// After a [`Captured::Stored`], call [`keel_outbox::wake_relays`]
-/// (coalesced across requests, as the gateway does) or let the relay's poll
-/// find the rows.
+/// client), or part of the caller's transaction if given one. A redelivery
+/// stores nothing and names the first event. See [`capture_many`].
 pub async fn capture(client: &impl GenericClient, event: &NewEvent<'_>) -> Result<Captured> {
-    capture_prepared(client, &PreparedCapture::new(event)?).await
-}
-
-/// [`capture`] of an already prepared delivery.
-pub async fn capture_prepared(
-    client: &impl GenericClient,
-    event: &PreparedCapture,
-) -> Result<Captured> {
-    let (job, received) = (&event.job, &event.received);
-    // Casts: parameters in a SELECT list have no column to take a type from.
-    let sql = format!(
-        "WITH event AS ( \
-             INSERT INTO webhook_events (id, source, topic, delivery_id, body, headers) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT ON CONSTRAINT webhook_events_source_delivery DO NOTHING \
-             RETURNING id \
-         ), job AS ( \
-             INSERT INTO outbox ({columns}) \
-             SELECT $7::uuid, $8::text, $9::text, $10::text, $11::jsonb, $12::jsonb FROM event \
-         ), received AS ( \
-             INSERT INTO outbox ({columns}) \
-             SELECT $13::uuid, $14::text, $15::text, $16::text, $17::jsonb, $18::jsonb FROM event \
-         ) \
-         SELECT id FROM event",
-        columns = OutboxRow::COLUMNS
-    );
-    let statement = client.prepare_cached(&sql).await?;
-    let body: &[u8] = &event.body;
-    let inserted = client
-        .query_opt(
-            &statement,
-            &[
-                &event.event_id,
-                &event.source,
-                &event.topic,
-                &event.delivery_id,
-                &body,
-                &event.headers,
-                &job.id,
-                &job.target,
-                &job.routing_key,
-                &job.message_type,
-                &job.payload,
-                &job.headers,
-                &received.id,
-                &received.target,
-                &received.routing_key,
-                &received.message_type,
-                &received.payload,
-                &received.headers,
-            ],
-        )
-        .await?;
-    if inserted.is_some() {
-        return Ok(Captured::Stored(event.event_id));
-    }
-
-    // A redelivery. ON CONFLICT waited for any concurrent insert of the same
-    // delivery to commit, so this read (a new snapshot) sees its row.
-    let existing = client
-        .query_opt(
-            "SELECT id FROM webhook_events WHERE source = $1 AND delivery_id = $2",
-            &[&event.source, &event.delivery_id],
-        )
-        .await?
-        .ok_or(Error::Vanished)?;
-    Ok(Captured::Duplicate(existing.try_get(0)?))
+    let mut outcomes =
+        capture_many(client, std::slice::from_ref(&PreparedCapture::new(event)?)).await?;
+    outcomes.pop().ok_or(Error::Vanished)
 }
 
 /// Captures several deliveries in one statement (one round trip, one
 /// commit in autocommit): what [`crate::group_commit`] sends for every
 /// request that arrived while the previous commit was in flight. The answer
-/// has one entry per input, in order, exactly as [`capture_prepared`] would
-/// have answered each one alone.
+/// has one entry per input, in order.
+///
+/// Each event's outbox rows are inserted from the event insert's
+/// `RETURNING`, so a redelivery (`ON CONFLICT DO NOTHING` returns nothing)
+/// writes no outbox row either; only then does a second statement read the
+/// first event's id. The rows carry no NOTIFY: PostgreSQL serialises the
+/// commits of notifying transactions (across their WAL flush), which would
+/// undo group commit. After a [`Captured::Stored`], wake the relay
+/// (`keel_outbox::Relay::waker`) or let its poll find the rows.
 ///
 /// Rows are inserted in (source, delivery id) order, so two batches that
 /// share deliveries wait for each other in one direction only (no deadlock);
@@ -192,21 +123,16 @@ pub async fn capture_many(
     events: &[PreparedCapture],
 ) -> Result<Vec<Captured>> {
     // The first of each key is the one offered to the database.
-    let mut leaders: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
-    let mut offered: Vec<&PreparedCapture> = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
-        if let Entry::Vacant(slot) = leaders.entry(event.key()) {
-            slot.insert(index);
-            offered.push(event);
-        }
-    }
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut offered: Vec<&PreparedCapture> =
+        events.iter().filter(|e| seen.insert(e.key())).collect();
     offered.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
 
     let ids: Vec<Uuid> = offered.iter().map(|e| e.event_id).collect();
     let sources: Vec<&str> = offered.iter().map(|e| e.source.as_str()).collect();
     let topics: Vec<Option<&str>> = offered.iter().map(|e| e.topic.as_deref()).collect();
     let deliveries: Vec<&str> = offered.iter().map(|e| e.delivery_id.as_str()).collect();
-    let bodies: Vec<&[u8]> = offered.iter().map(|e| &e.body[..]).collect();
+    let bodies: Vec<&[u8]> = offered.iter().map(|e| e.body.as_slice()).collect();
     let headers: Vec<&serde_json::Value> = offered.iter().map(|e| &e.headers).collect();
     let rows: Vec<(Uuid, &OutboxRow)> = offered
         .iter()
@@ -267,46 +193,51 @@ pub async fn capture_many(
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()?;
 
-    // Redeliveries of events stored earlier: read their ids (a new snapshot
-    // sees every conflicting row, as in capture_prepared).
+    // Each offered key's event: the one just stored, or for a redelivery
+    // the one stored earlier (ON CONFLICT waited for any concurrent insert
+    // of it to commit, so this read, a new snapshot, sees its row).
+    let mut first: HashMap<(&str, &str), Uuid> = offered
+        .iter()
+        .filter(|e| stored.contains(&e.event_id))
+        .map(|e| (e.key(), e.event_id))
+        .collect();
     let redelivered: Vec<&PreparedCapture> = offered
         .iter()
         .copied()
         .filter(|e| !stored.contains(&e.event_id))
         .collect();
-    let mut existing: HashMap<(String, String), Uuid> = HashMap::new();
     if !redelivered.is_empty() {
         let sources: Vec<&str> = redelivered.iter().map(|e| e.source.as_str()).collect();
         let deliveries: Vec<&str> = redelivered.iter().map(|e| e.delivery_id.as_str()).collect();
         for row in client
             .query(
-                "SELECT w.source, w.delivery_id, w.id FROM webhook_events w \
-                 JOIN unnest($1::text[], $2::text[]) AS k(source, delivery_id) \
+                "SELECT k.n, w.id FROM webhook_events w \
+                 JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(source, delivery_id, n) \
                    ON w.source = k.source AND w.delivery_id = k.delivery_id",
                 &[&sources, &deliveries],
             )
             .await?
         {
-            existing.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+            let n: i64 = row.try_get(0)?;
+            let event = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| redelivered.get(i))
+                .ok_or(Error::Vanished)?;
+            first.insert(event.key(), row.try_get(1)?);
         }
     }
 
     events
         .iter()
-        .enumerate()
-        .map(|(index, event)| {
-            let leader = &events[leaders[&event.key()]];
-            if stored.contains(&leader.event_id) {
-                return Ok(if leaders[&event.key()] == index {
-                    Captured::Stored(leader.event_id)
-                } else {
-                    Captured::Duplicate(leader.event_id)
-                });
-            }
-            existing
-                .get(&(event.source.clone(), event.delivery_id.clone()))
-                .map(|id| Captured::Duplicate(*id))
-                .ok_or(Error::Vanished)
+        .map(|event| {
+            let id = *first.get(&event.key()).ok_or(Error::Vanished)?;
+            // Event ids are unique per capture: only the copy stored here
+            // carries the id that was stored.
+            Ok(if id == event.event_id {
+                Captured::Stored(id)
+            } else {
+                Captured::Duplicate(id)
+            })
         })
         .collect()
 }

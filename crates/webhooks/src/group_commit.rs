@@ -23,11 +23,12 @@ use std::sync::Arc;
 use keel_db::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::capture::{Captured, PreparedCapture, capture_many, capture_prepared};
+use crate::capture::{Captured, PreparedCapture, capture_many};
 use crate::error::{Error, Result};
 
-/// How captures are grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How captures are grouped; the gateway's `[webhooks.group_commit]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GroupCommitOptions {
     /// Most deliveries in one statement.
     pub max_batch: usize,
@@ -88,7 +89,7 @@ impl GroupCommit {
         Self { queue }
     }
 
-    /// Stores `capture` (see [`capture_prepared`]) in the next batch and
+    /// Stores `capture` (see [`capture_many`]) in the next batch and
     /// answers once that batch has committed.
     pub async fn capture(&self, capture: PreparedCapture) -> Result<Captured> {
         let (answer, answered) = oneshot::channel();
@@ -153,7 +154,8 @@ async fn commit(pool: &Pool, captures: &[PreparedCapture]) -> Vec<Result<Capture
             tracing::warn!(%error, deliveries = captures.len(), "batched capture failed; capturing one by one");
             let mut outcomes = Vec::with_capacity(captures.len());
             for capture in captures {
-                outcomes.push(capture_prepared(&client, capture).await);
+                let alone = capture_many(&client, std::slice::from_ref(capture)).await;
+                outcomes.push(alone.and_then(|mut one| one.pop().ok_or(Error::Vanished)));
             }
             outcomes
         }

@@ -102,7 +102,7 @@ impl Webhooks {
         }
         Ok(Self {
             waker,
-            captures: GroupCommit::start(pool, settings.group_commit.options()),
+            captures: GroupCommit::start(pool, settings.group_commit),
             sources: Arc::new(sources),
             metrics: WebhookMetrics::register(registry),
         })

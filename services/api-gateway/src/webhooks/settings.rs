@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_config::{Environment, Invalid};
+use keel_webhooks::group_commit::GroupCommitOptions;
 use keel_webhooks::{Scheme, Verifier};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -24,59 +25,12 @@ pub struct WebhooksSettings {
     /// By name: the `{source}` of `POST /webhooks/{source}`.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
-    /// How concurrent captures share commits.
+    /// How concurrent captures share commits: deliveries that arrive
+    /// while a capture is committing are stored together in the next
+    /// statement (`keel_webhooks::group_commit`); each sender is still
+    /// answered only after the commit that holds its delivery.
     #[serde(default)]
-    pub group_commit: GroupCommitSettings,
-}
-
-/// `[webhooks.group_commit]`: deliveries that arrive while a capture is
-/// committing are stored together in the next statement (see
-/// `keel_webhooks::group_commit`). Each sender is still answered only after
-/// the commit that holds its delivery.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupCommitSettings {
-    /// Most deliveries in one statement.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// Body bytes past which a batch takes no more deliveries.
-    #[serde(default = "default_max_batch_bytes")]
-    pub max_batch_bytes: usize,
-    /// Commits in flight at once, each on its own pooled connection.
-    #[serde(default = "default_concurrent_batches")]
-    pub concurrent_batches: usize,
-}
-
-impl Default for GroupCommitSettings {
-    fn default() -> Self {
-        Self {
-            max_batch: default_max_batch(),
-            max_batch_bytes: default_max_batch_bytes(),
-            concurrent_batches: default_concurrent_batches(),
-        }
-    }
-}
-
-fn default_max_batch() -> usize {
-    keel_webhooks::group_commit::GroupCommitOptions::default().max_batch
-}
-
-fn default_max_batch_bytes() -> usize {
-    keel_webhooks::group_commit::GroupCommitOptions::default().max_batch_bytes
-}
-
-fn default_concurrent_batches() -> usize {
-    keel_webhooks::group_commit::GroupCommitOptions::default().concurrent_batches
-}
-
-impl GroupCommitSettings {
-    pub fn options(&self) -> keel_webhooks::group_commit::GroupCommitOptions {
-        keel_webhooks::group_commit::GroupCommitOptions {
-            max_batch: self.max_batch,
-            max_batch_bytes: self.max_batch_bytes,
-            concurrent_batches: self.concurrent_batches,
-        }
-    }
+    pub group_commit: GroupCommitOptions,
 }
 
 #[derive(Debug, Clone, Deserialize)]
