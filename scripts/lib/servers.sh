@@ -25,6 +25,7 @@
 #   wait_port PORT TIMEOUT_S NAME             wait until PORT accepts
 #   wait_http_ok URL TIMEOUT_S                wait until URL answers 2xx
 #   check_reachable_by USER DIR               every parent of DIR traversable by USER
+#   keel_data_dir ROOT                        the data folder of up/down (see below)
 #   start_postgres FOLDER PORT                initdb if needed, start, create db keel
 #   wait_postgres FOLDER PORT TIMEOUT_S
 #   stop_postgres FOLDER
@@ -92,6 +93,9 @@ install_missing_packages() {
     [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    # The commands of docs/getting-started.md read JSON and sign webhooks.
+    command -v jq >/dev/null 2>&1 || missing+=(jq)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # The rollout check (scripts/lib/rollout.sh) balances over nginx.
     [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     if ((${#missing[@]} == 0)); then return 0; fi
@@ -168,18 +172,76 @@ wait_http_ok() {
 
 # PostgreSQL and RabbitMQ run as their own users, which must be able to walk
 # down to their folders. A checkout under /root (mode 700) is not walkable.
-check_reachable_by() {
+
+# Prints the first folder on the way down to DIR that USER cannot enter, or
+# nothing when USER reaches DIR.
+first_blocking_folder() {
     local user=$1 dir=$2 p="" part
     local -a parts
-    # Walk from / downwards so the message names the first folder that blocks.
-    IFS=/ read -r -a parts <<<"$(readlink -f "$dir")"
+    IFS=/ read -r -a parts <<<"$(readlink -m "$dir")"
     for part in "${parts[@]}"; do
         [[ -n "$part" ]] || continue
         p="$p/$part"
+        # A folder not created yet is judged by its parent, already walked.
+        [[ -e "$p" ]] || return 0
         if ! runuser -u "$user" -- test -x "$p" 2>/dev/null; then
-            die "user '$user' cannot enter $p (needed to reach $dir). Put the data folder elsewhere (e.g. KEEL_DATA_DIR=/var/tmp/keel scripts/up) or allow traversal with 'chmod o+x $p'."
+            printf '%s\n' "$p"
+            return 0
         fi
     done
+}
+
+check_reachable_by() {
+    local user=$1 dir=$2 blocked
+    blocked="$(first_blocking_folder "$user" "$dir")"
+    [[ -z "$blocked" ]] ||
+        die "user '$user' cannot enter $blocked (needed to reach $dir). Put the data folder elsewhere (e.g. KEEL_DATA_DIR=/var/tmp/keel scripts/up) or allow traversal with 'chmod o+x $blocked'."
+}
+
+# Prints the data folder of `up` and `down`: KEEL_DATA_DIR when set, else
+# ROOT/.keel. When the servers' users cannot walk down to ROOT (a checkout in
+# root's mode-700 home), the data lives in a folder of this checkout's own
+# under /var/tmp instead and ROOT/.keel is a link to it, so logs and pidfiles
+# are still found at .keel/ and a second checkout never shares the servers.
+# The folder printed is the real one: the servers' users could not follow a
+# link that sits inside the unwalkable checkout.
+keel_data_dir() {
+    local root=$1
+    if [[ -n "${KEEL_DATA_DIR:-}" ]]; then
+        printf '%s\n' "$KEEL_DATA_DIR"
+        return 0
+    fi
+    local here="$root/.keel"
+    if [[ -L "$here" ]]; then
+        readlink -f "$here"
+        return 0
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        printf '%s\n' "$here"
+        return 0
+    fi
+    local user blocked=""
+    for user in postgres rabbitmq; do
+        id -u "$user" >/dev/null 2>&1 || continue
+        blocked="$(first_blocking_folder "$user" "$here")"
+        [[ -z "$blocked" ]] || break
+    done
+    if [[ -z "$blocked" ]]; then
+        printf '%s\n' "$here"
+        return 0
+    fi
+    local elsewhere
+    elsewhere="/var/tmp/keel-$(printf '%s' "$root" | sha256sum | cut -c1-12)"
+    if [[ -d "$here" ]]; then
+        # A folder left by an earlier run that could not start the servers.
+        [[ ! -e "$elsewhere" ]] || die "both $here and $elsewhere exist; remove one (or set KEEL_DATA_DIR)"
+        mv "$here" "$elsewhere"
+    fi
+    mkdir -p "$elsewhere"
+    chmod 755 "$elsewhere"
+    ln -s "$elsewhere" "$here"
+    log "user '$user' cannot enter $blocked, so the data folder is $elsewhere (linked from $here)"
+    printf '%s\n' "$elsewhere"
 }
 
 # Creates DIR owned by USER (mode 700), parents included.
