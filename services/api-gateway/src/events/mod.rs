@@ -16,7 +16,7 @@
 //! - [`position`]: a stream's cursor and de-duplication.
 //! - [`metrics`], [`error`], [`settings`] (`[events]`), [`openapi`].
 //!
-//! Design and trade-offs: `docs/adr/0012-server-sent-events.md`.
+//! Design and trade-offs: `docs/adr/0013-server-sent-events.md`.
 
 pub mod error;
 pub mod event_id;
