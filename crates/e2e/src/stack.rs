@@ -128,6 +128,18 @@ impl Stack {
         self.processes[&Service::Gateway].url(path)
     }
 
+    /// `service`'s own URL for `path`, bypassing the gateway (the attack
+    /// suite checks that services behind it trust only the gateway).
+    pub fn service_url(&self, service: Service, path: &str) -> String {
+        self.processes[&service].url(path)
+    }
+
+    /// This stack's database (the `store` schema; auth and analytics keep
+    /// theirs beside it), for tests that check an effect did not happen.
+    pub fn database(&self) -> &TestDatabase {
+        &self._database
+    }
+
     /// The last lines of every service's log, for a failure message.
     pub fn log_tails(&self) -> String {
         let mut out = format!("service logs: {}\n", self.logs.display());
