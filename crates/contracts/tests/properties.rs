@@ -16,14 +16,20 @@ use keel_contracts::events::{
 use keel_contracts::jobs::{ExportRun, WebhookProcess};
 use keel_contracts::{DomainEvent, Envelope, Job, MessageBody};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// 256 cases unless `PROPTEST_CASES` says otherwise; failing cases are
+/// kept in `tests/properties.proptest-regressions` and replayed first.
 fn config() -> ProptestConfig {
     let mut config = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = 256;
     }
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    )));
     config
 }
 

@@ -17,17 +17,23 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{EncodingKey, Header};
 use keel_token::{Claims, KeyAlgorithm, Role, Signer, SigningKey, Verifier, VerifyError};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use uuid::Uuid;
 
 const ISS: &str = "keel-auth";
 const AUD: &str = "keel";
 const LEEWAY: Duration = Duration::from_secs(5);
 
+/// 256 cases unless `PROPTEST_CASES` says otherwise; failing cases are
+/// kept in `tests/properties.proptest-regressions` and replayed first.
 fn config() -> ProptestConfig {
     let mut config = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = 256;
     }
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    )));
     config
 }
 

@@ -17,15 +17,21 @@ use keel_webhooks::headers::{REDACTED, stored_headers};
 use keel_webhooks::scheme::MAX_DELIVERY_ID_LEN;
 use keel_webhooks::{Headers, Rejection, Scheme, Verifier, sign};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const TOLERANCE: Duration = Duration::from_secs(300);
 
 /// 256 cases, unless the environment asks for another number.
+/// 256 cases unless `PROPTEST_CASES` says otherwise; failing cases are
+/// kept in `tests/properties.proptest-regressions` and replayed first.
 fn config() -> ProptestConfig {
     let mut config = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = 256;
     }
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    )));
     config
 }
 

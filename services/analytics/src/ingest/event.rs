@@ -1,6 +1,6 @@
 //! One domain event as analytics keeps it, and what it adds to the rollups.
 
-use chrono::{DateTime, DurationRound, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -67,9 +67,12 @@ impl Grain {
 
     /// The start of the bucket `at` falls in (UTC).
     pub fn bucket(self, at: DateTime<Utc>) -> DateTime<Utc> {
-        // Only fails for steps that do not fit the timestamp's range, which
-        // these fixed steps always do.
-        at.duration_trunc(self.step()).unwrap_or(at)
+        // Whole seconds, not `duration_trunc`: that works in i64
+        // nanoseconds and fails outside 1677-09-21..2262-04-11, leaving such
+        // an instant (a query bound, a forged event's stamp) unaligned.
+        let step = self.step().num_seconds();
+        let seconds = at.timestamp();
+        DateTime::from_timestamp(seconds - seconds.rem_euclid(step), 0).unwrap_or(at)
     }
 }
 
@@ -125,10 +128,13 @@ impl RawEvent {
         };
         let cents = match self.kind.as_str() {
             "order.created" => order.total_cents,
+            // `checked_neg`: i64::MIN has no negation. No real order is
+            // near it (the store caps totals at 10^15), so a forged event
+            // with it books nothing instead of panicking the batch.
             _ if order.status == "cancelled"
                 && order.previous_status.as_deref() != Some("cancelled") =>
             {
-                -order.total_cents
+                order.total_cents.checked_neg()?
             }
             _ => return None,
         };

@@ -28,9 +28,13 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a RawEvent>) -> BTreeMap
     for event in events {
         for (series, amount) in event.contributions() {
             for grain in Grain::ALL {
-                *sums
+                let sum = sums
                     .entry((grain, series.clone(), grain.bucket(event.occurred_at)))
-                    .or_insert(0) += amount;
+                    .or_insert(0i64);
+                // Saturating: real totals (at most 10^15 an order) never get
+                // near i64's limits; forged ones must not panic the batch
+                // (the database's bigint addition then refuses the row).
+                *sum = sum.saturating_add(amount);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Query parameters of the API, validated into periods the rollups answer.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use keel_http::FieldError;
 use serde::Deserialize;
 
@@ -60,8 +60,14 @@ impl SeriesRequest {
     }
 }
 
+/// `at` floored to a multiple of `step` (whole seconds) since the epoch.
+/// Whole-second arithmetic rather than `duration_trunc`, which works in i64
+/// nanoseconds and fails outside 1677-09-21..2262-04-11: RFC 3339 reaches
+/// years 0 to 9999, and such a bound used to come back unfloored.
 fn floor(at: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
-    at.duration_trunc(step).unwrap_or(at)
+    let step = step.num_seconds().max(1);
+    let seconds = at.timestamp();
+    DateTime::from_timestamp(seconds - seconds.rem_euclid(step), 0).unwrap_or(at)
 }
 
 fn parse_time(
