@@ -8,7 +8,8 @@
 #                                   that breaks the documented schema
 #
 # Bounded: a few examples per operation, a per-request timeout and an
-# overall time budget, so it stays a few minutes at most. Requests carry a
+# overall time budget per run (180 s per operation, 90 s of stateful
+# sequences), so it stays under five minutes. Requests carry a
 # real access token (a user registered and logged in through the gateway)
 # so authenticated routes are exercised past the 401.
 
@@ -64,8 +65,9 @@ fuzz_api() {
     fi
     log "fuzz: schemathesis against $url/api/v1/openapi.json"
     # not_a_server_error: no 5xx. response_schema_conformance: every
-    # documented response matches its schema. The stateful phase is off:
-    # it would log the fuzzing user out half-way (logout-all). The coverage
+    # documented response matches its schema. The stateful phase runs on
+    # its own afterwards (fuzz_stateful), without the operations that would
+    # log its user out half-way (logout-all). The coverage
     # phase is off too: under CPython 3.11 it intermittently dies inside
     # its own body generator (a SystemError from the AST constructor, not
     # an API failure) and would fail the step for the tool's sake.
@@ -88,5 +90,38 @@ fuzz_api() {
         --no-color) 2>&1 | tee "$logdir/schemathesis.log"
     local rc=${PIPESTATUS[0]}
     ((rc == 0)) || log "fuzz: schemathesis failed (exit $rc); details in $logdir/schemathesis.log"
+    fuzz_stateful "$url" "$logdir" "$st" || rc=1
+    return "$rc"
+}
+
+# Stateful sequences: schemathesis chains operations along links, which it
+# infers from the Location headers its example requests meet (POST /orders
+# -> GET/PATCH/DELETE /orders/{id}, POST /exports -> GET /exports/{id} and
+# .../download) and from the schemas' shared ids. A fresh user of its own:
+# the per-operation run above may have ended its user's sessions. The
+# operations that end the caller's session (logout, logout-all, password
+# change, session revocation) are left out so the sequences stay signed
+# in; ensure_resource_availability checks that what was created can be
+# read back.
+fuzz_stateful() {
+    local url=$1 logdir=$2 st=$3 token auth=()
+    token="$(fuzz_token "$url")"
+    [[ -n "$token" ]] && auth=(-H "Authorization: Bearer $token")
+    log "fuzz: schemathesis stateful sequences against $url/api/v1/openapi.json"
+    (cd "$logdir" && timeout 200 "$st" run "$url/api/v1/openapi.json" --url "$url" \
+        "${auth[@]}" \
+        --checks not_a_server_error,response_schema_conformance,ensure_resource_availability \
+        --exclude-operation-id stream_events \
+        --exclude-operation-id logout --exclude-operation-id logout_all \
+        --exclude-operation-id change_password --exclude-operation-id revoke_session \
+        --phases examples,stateful \
+        --max-examples "${FUZZ_MAX_EXAMPLES:-25}" \
+        --request-timeout 10 \
+        --max-time "${FUZZ_STATEFUL_MAX_TIME:-90}" \
+        --workers 2 \
+        --generation-deterministic \
+        --no-color) 2>&1 | tee "$logdir/schemathesis-stateful.log"
+    local rc=${PIPESTATUS[0]}
+    ((rc == 0)) || log "fuzz: stateful schemathesis failed (exit $rc); details in $logdir/schemathesis-stateful.log"
     return "$rc"
 }

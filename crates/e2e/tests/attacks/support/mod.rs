@@ -221,16 +221,6 @@ impl Env {
         .await
     }
 
-    /// `user`'s view of order `id` (status and body).
-    pub async fn get_order(&self, user: &User, id: &str) -> (StatusCode, Value) {
-        get_json(
-            &user.http,
-            &self.url(&format!("/api/v1/orders/{id}")),
-            &user.access,
-        )
-        .await
-    }
-
     /// The order row as stored (status, total_cents, user_id, source).
     pub async fn stored_order(
         &self,
@@ -338,30 +328,7 @@ pub async fn expect_problem(response: Response, status: u16, slug: &str) -> Valu
     body
 }
 
-/// Asserts the status is one of `statuses` and the body a problem; returns
-/// (status, body). For refusals the contract allows in more than one form
-/// (e.g. a path spelling refused as 400 by canonicalisation or 404).
-pub async fn expect_refusal(response: Response, statuses: &[u16]) -> (u16, Value) {
-    let got = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = response.text().await.unwrap_or_default();
-    assert!(
-        statuses.contains(&got),
-        "expected one of {statuses:?}, got {got}: {text}"
-    );
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "expected a problem+json body with {got}, got {content_type:?}: {text}"
-    );
-    (got, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// The raw-response counterpart of [`expect_refusal`]. A 400 with no body
+/// Asserts a raw response is a problem with one of `statuses`. A 400 with no body
 /// is the HTTP parser refusing the request before any route runs: a
 /// refusal too, without a problem body.
 pub fn expect_raw_refusal(response: &raw::RawResponse, statuses: &[u16]) {
