@@ -29,10 +29,36 @@ pub const ORDER_COLUMNS: [&str; 10] = [
 /// `to_char` pattern of an RFC 3339 UTC instant with microseconds.
 const INSTANT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
 
+/// The CSV columns whose text a customer or a webhook sender chooses, and
+/// so may begin a spreadsheet formula (`=HYPERLINK(...)`, `@SUM(...)`).
+///
+/// The others cannot: `id` and `user_id` are UUIDs, `created_at` and
+/// `updated_at` instants we format, `status` and `currency` are held to a
+/// closed set and `^[A-Z]{3}$` by the table's checks, and `source` is `api`
+/// or `webhook:<a configured name>`. `total_cents` is a number and must stay
+/// one for a spreadsheet to sum it (the table keeps it >= 0; a negative
+/// amount would still be a number, not a formula to defuse).
+pub const FORMULA_PRONE_COLUMNS: [&str; 2] = ["external_id", "customer_email"];
+
+/// The CSV cell of text column `column`, safe to open in a spreadsheet: a
+/// value beginning with `=`, `+`, `-`, `@`, a tab or a carriage return gets
+/// a leading `'` (OWASP, "CSV Injection"), which spreadsheets show as text
+/// instead of evaluating; [`copy_statement`] also quotes these columns.
+/// Done in the projection, so the file still streams straight out of
+/// `COPY`. NULL stays NULL (an empty cell).
+fn defused(column: &str) -> String {
+    format!(
+        r"CASE WHEN left(o.{column}, 1) IN ('=', '+', '-', '@', E'\t', E'\r') THEN '''' || o.{column} ELSE o.{column} END AS {column}"
+    )
+}
+
 /// The `COPY ... TO STDOUT` statement whose output is the export's file
 /// (before compression).
 ///
 /// - CSV: `FORMAT csv` with a header row; RFC 4180 quoting by PostgreSQL.
+///   The [formula-prone](FORMULA_PRONE_COLUMNS) text columns are defused in
+///   the projection and always quoted (`FORCE_QUOTE`), as OWASP's CSV
+///   injection guidance asks.
 /// - NDJSON: one `json_build_object(...)::text` per line. Text-format COPY
 ///   would escape the backslashes JSON itself uses, so the one column goes
 ///   out in CSV format with a delimiter and quote byte (0x01, 0x02) that
@@ -42,7 +68,10 @@ const INSTANT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
 pub fn copy_statement(export: &Export) -> String {
     let select = select(export);
     match export.format {
-        Format::Csv => format!("COPY ({select}) TO STDOUT (FORMAT csv, HEADER true)"),
+        Format::Csv => format!(
+            "COPY ({select}) TO STDOUT (FORMAT csv, HEADER true, FORCE_QUOTE ({}))",
+            FORMULA_PRONE_COLUMNS.join(", ")
+        ),
         Format::Ndjson => {
             format!("COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')")
         }
@@ -54,10 +83,14 @@ pub fn copy_statement(export: &Export) -> String {
 pub fn select(export: &Export) -> String {
     let projection = match export.format {
         Format::Csv => format!(
-            "o.id, o.external_id, o.status, o.currency, o.total_cents, o.customer_email, \
+            "o.id, {}, o.status, o.currency, o.total_cents, {}, \
              o.user_id, o.source, to_char(o.created_at AT TIME ZONE 'UTC', {INSTANT}) AS created_at, \
-             to_char(o.updated_at AT TIME ZONE 'UTC', {INSTANT}) AS updated_at"
+             to_char(o.updated_at AT TIME ZONE 'UTC', {INSTANT}) AS updated_at",
+            defused("external_id"),
+            defused("customer_email"),
         ),
+        // NDJSON is read by programs, not spreadsheets: values go out as
+        // stored (a JSON string is never evaluated).
         Format::Ndjson => format!(
             "json_build_object('id', o.id, 'external_id', o.external_id, 'status', o.status, \
              'currency', o.currency, 'total_cents', o.total_cents, 'customer_email', o.customer_email, \
@@ -152,9 +185,14 @@ mod tests {
             created_before: Some(DateTime::from_timestamp(1_764_000_000, 0).unwrap()),
         };
         let sql = copy_statement(&export(Format::Csv, false, filter));
-        assert!(sql.starts_with("COPY (SELECT o.id, o.external_id"), "{sql}");
         assert!(
-            sql.ends_with("TO STDOUT (FORMAT csv, HEADER true)"),
+            sql.starts_with("COPY (SELECT o.id, CASE WHEN left(o.external_id, 1)"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(
+                "TO STDOUT (FORMAT csv, HEADER true, FORCE_QUOTE (external_id, customer_email))"
+            ),
             "{sql}"
         );
         assert!(sql.contains(

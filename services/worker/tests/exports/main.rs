@@ -6,5 +6,6 @@
 mod content;
 mod crash;
 mod failure;
+mod injection;
 mod retention;
 mod support;
