@@ -64,7 +64,8 @@ async fn export_file(db: &TestDatabase, root: &TempRoot, user: Uuid, format: For
 }
 
 #[tokio::test]
-async fn csv_cells_a_spreadsheet_would_evaluate_are_neutralised_and_ndjson_keeps_them_verbatim() {
+async fn a_csv_export_neutralises_cells_a_spreadsheet_would_evaluate_and_ndjson_keeps_them_verbatim()
+ {
     let db = database().await;
     let broker = TestBroker::new().await;
     let root = TempRoot::new();
