@@ -316,6 +316,34 @@ async fn oversize_slow_and_flooding_requests_are_bounded() {
 
     cases
         .case(
+            "a client's own X-Forwarded-For does not reset its rate-limit budget",
+            async {
+                let client = client_from(network(66));
+                let mut limited_at = None;
+                for i in 0..=AUTH_LIMIT + 5 {
+                    let answer = client
+                        .post(env.url("/api/v1/auth/refresh"))
+                        .header("X-Forwarded-For", format!("203.0.113.{}", i + 1))
+                        .header("X-Real-IP", format!("198.51.100.{}", i + 1))
+                        .header("Forwarded", format!("for=192.0.2.{}", i + 1))
+                        .json(&json!({"refresh_token": "not-a-token"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+                        limited_at = Some(i);
+                        expect_problem(answer, 429, "rate-limited").await;
+                        break;
+                    }
+                }
+                let at = limited_at.expect("forged addresses escaped the per-client limit");
+                assert!(at <= AUTH_LIMIT, "limited only after {at} requests");
+            },
+        )
+        .await;
+
+    cases
+        .case(
             "another spelling of the auth routes counts against the same budget",
             async {
                 // Network 63's auth budget is spent (case above).

@@ -311,6 +311,24 @@ async fn misconfigurations_are_absent_at_the_edge() {
         .await;
 
     cases
+        .case("an Idempotency-Key folded over two lines (CRLF injection) is refused with 400", async {
+            let body = br#"{"currency":"EUR","items":[{"sku":"IK-2","quantity":1,"unit_price_cents":1}]}"#;
+            let head = format!(
+                "POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nIdempotency-Key: k1\r\n Set-Cookie: pwn=1\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                user.access,
+                body.len()
+            );
+            let mut request = head.into_bytes();
+            request.extend_from_slice(body);
+            let answer = env.raw(&request).await.unwrap();
+            assert_eq!(answer.status, 400, "{}", answer.text());
+            assert!(answer.header("set-cookie").is_none());
+        })
+        .await;
+
+    cases
         .case("a header folded over two lines (CRLF injection) is refused with 400", async {
             let request = b"GET /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: abc\r\n Set-Cookie: pwn=1\r\nConnection: close\r\n\r\n";
             let answer = env.raw(request).await.unwrap();
