@@ -142,6 +142,7 @@ impl Application {
                     upstreams.jwks_url(),
                     upstreams.auth_client(),
                     redis.clone(),
+                    &mut registry,
                 )
                 .map_err(StartupError::Authn)?,
             ),

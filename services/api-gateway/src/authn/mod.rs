@@ -39,6 +39,7 @@ use keel_cache::Redis;
 use keel_http::Problem;
 use keel_token::{Claims, Role, VerifyError};
 use moka::sync::Cache;
+use prometheus_client::registry::Registry;
 use uuid::Uuid;
 
 pub use jwks::{Jwks, JwksError};
@@ -175,6 +176,7 @@ impl Authenticator {
         jwks_url: String,
         client: reqwest::Client,
         redis: Redis,
+        registry: &mut Registry,
     ) -> Result<Self, String> {
         let trusted = if settings.trusted_proxy.enabled {
             let proxy = &settings.trusted_proxy;
@@ -198,7 +200,7 @@ impl Authenticator {
             revocation: settings
                 .revocation
                 .enabled
-                .then(|| Revocation::new(redis, &settings.revocation)),
+                .then(|| Revocation::new(redis, &settings.revocation, registry)),
             trusted,
         })
     }

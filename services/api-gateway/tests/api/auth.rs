@@ -1,7 +1,7 @@
 //! Authentication at the edge: bearer tokens verified against the JWK Set
 //! of a real HTTP upstream, the trusted-proxy header, 401 problems.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_token::Role;
 use uuid::Uuid;
@@ -332,6 +332,40 @@ async fn with_revocation_checks_a_token_of_a_deleted_session_is_a_401() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_unauthorized(get().await.unwrap(), "session-revoked").await;
+}
+
+#[tokio::test]
+async fn by_default_a_logged_out_sessions_access_token_is_refused_within_seconds() {
+    let upstream = FakeUpstream::start().await;
+    // The built-in defaults: nothing about revocation is configured here.
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let claims = claims(Uuid::new_v4(), vec![Role::Customer]);
+    let token = upstream.sign(&claims);
+    let get = || {
+        app.client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&token))
+            .send()
+    };
+    let response = get().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    upstream.logout(claims.sid);
+    let logged_out = Instant::now();
+    loop {
+        let response = get().await.unwrap();
+        if response.status() == 401 {
+            assert_unauthorized(response, "session-revoked").await;
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        assert!(
+            logged_out.elapsed() < Duration::from_secs(10),
+            "the token still works 10 s after its session ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -2,6 +2,10 @@
 //! publishes a JWK Set from the real `keel-token` signer (so the gateway
 //! verifies tokens exactly as it would against auth) and echoes every other
 //! request back as JSON, so proxy tests see what reached the upstream.
+//!
+//! Like auth, it keeps a live session in Redis for every token it signs
+//! (`auth:session:{sid}` under the gateway's key prefix) and deletes it on
+//! [`FakeUpstream::logout`]: the gateway checks sessions by default.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -20,6 +24,8 @@ pub const AUDIENCE: &str = "keel";
 struct State {
     signer: Mutex<Signer>,
     jwks_fetches: AtomicUsize,
+    /// `(redis url, key prefix)` of every gateway configured against us.
+    sessions: Mutex<Vec<(String, String)>>,
 }
 
 pub struct FakeUpstream {
@@ -69,6 +75,7 @@ impl FakeUpstream {
         let state = Arc::new(State {
             signer: Mutex::new(Signer::new(new_key("key-1"), vec![]).unwrap()),
             jwks_fetches: AtomicUsize::new(0),
+            sessions: Mutex::new(Vec::new()),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -100,6 +107,29 @@ impl FakeUpstream {
         settings.upstreams.auth_url = self.url.parse().unwrap();
         settings.upstreams.analytics_url = self.url.parse().unwrap();
         settings.upstreams.request_timeout = Duration::from_secs(2);
+        self.state.sessions.lock().unwrap().push((
+            secrecy::ExposeSecret::expose_secret(&settings.redis.url).to_owned(),
+            settings.redis.key_prefix.clone(),
+        ));
+    }
+
+    /// Runs `command` on the session key of `sid` in every configured
+    /// gateway's Redis.
+    fn on_session(&self, sid: Uuid, command: impl Fn(&str, &mut redis::Connection)) {
+        for (url, prefix) in self.state.sessions.lock().unwrap().iter() {
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            command(&format!("{prefix}auth:session:{sid}"), &mut conn);
+        }
+    }
+
+    /// Ends the session as auth's logout does: its key is deleted.
+    pub fn logout(&self, sid: Uuid) {
+        self.on_session(sid, |key, conn| {
+            let _: () = redis::cmd("DEL").arg(key).query(conn).unwrap();
+        });
     }
 
     pub fn jwks_fetches(&self) -> usize {
@@ -111,7 +141,24 @@ impl FakeUpstream {
         *self.state.signer.lock().unwrap() = Signer::new(new_key(kid), vec![]).unwrap();
     }
 
+    /// Signs `claims` and opens their session (a hash, as auth keeps it,
+    /// living as long as the token).
     pub fn sign(&self, claims: &Claims) -> String {
+        let user = claims.sub.to_string();
+        self.on_session(claims.sid, |key, conn| {
+            let _: () = redis::pipe()
+                .cmd("HSET")
+                .arg(key)
+                .arg("user_id")
+                .arg(&user)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(key)
+                .arg(3600)
+                .ignore()
+                .query(conn)
+                .unwrap();
+        });
         self.state.signer.lock().unwrap().sign(claims).unwrap()
     }
 
