@@ -332,6 +332,46 @@ async fn a_customer_cannot_reach_another_customers_objects_by_id() {
 
     cases
         .case(
+            "resuming the event stream from before another customer's export replays only one's own",
+            async {
+                // A position at the epoch: everything finished since is
+                // replayed, but only the caller's.
+                let mut stream = bob
+                    .http
+                    .get(env.url("/api/v1/events"))
+                    .bearer_auth(&bob.access)
+                    .header("Accept", "text/event-stream")
+                    .header("Last-Event-ID", "0-00000000-0000-0000-0000-000000000000")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(stream.status(), StatusCode::OK);
+                let bob_export_id = bob_export["id"].as_str().unwrap();
+                let mut seen = String::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(Some(chunk)) = stream.chunk().await {
+                        seen.push_str(&String::from_utf8_lossy(&chunk));
+                        if seen.contains(bob_export_id) {
+                            // His own replay arrived; give anything else a moment.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            while let Ok(Ok(Some(more))) =
+                                tokio::time::timeout(Duration::from_millis(300), stream.chunk()).await
+                            {
+                                seen.push_str(&String::from_utf8_lossy(&more));
+                            }
+                            break;
+                        }
+                    }
+                })
+                .await;
+                assert!(seen.contains(bob_export_id), "the replay did not run: {seen}");
+                assert!(!seen.contains(&export_id), "Alice's export was replayed to Bob: {seen}");
+            },
+        )
+        .await;
+
+    cases
+        .case(
             "DELETE another user's session is 404 and her session lives on",
             async {
                 let response = bob
