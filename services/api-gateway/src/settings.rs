@@ -64,6 +64,8 @@ impl Validate for Settings {
         self.telemetry.validate()?;
         self.upstreams.validate()?;
         self.authn.validate()?;
+        self.authn
+            .validate_against_forwarders(&self.http.trusted_proxies)?;
         self.cors.validate()?;
         self.rate_limit.validate()?;
         self.orders.validate()?;

@@ -10,8 +10,12 @@
 //! caller, 403 for non-admins), whatever its handlers do.
 //!
 //! Two sources, in this order:
-//! - the trusted-proxy identity header, honoured only on connections from
-//!   the configured proxy networks and removed from every other request;
+//! - the trusted-proxy identity header, honoured only on connections whose
+//!   TCP peer is in the configured proxy networks (never an address someone
+//!   forwarded) and that carry the proxy's shared secret (compared in
+//!   constant time); removed from every other request, and the secret from
+//!   every request. An identity header from a proxy address without the
+//!   right secret is a 401: the proxy is misconfigured or impersonated;
 //! - `Authorization: Bearer <jwt>`, verified locally against the auth
 //!   service's JWK Set ([`jwks`]). Verified tokens are remembered by their
 //!   signature until they expire, so a client's second request costs a hash
@@ -40,6 +44,9 @@ use keel_http::Problem;
 use keel_token::{Claims, Role, VerifyError};
 use moka::sync::Cache;
 use prometheus_client::registry::Registry;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 pub use jwks::{Jwks, JwksError};
@@ -59,12 +66,14 @@ pub enum AuthnError {
     Revoked,
     #[error("the signing keys cannot be fetched: {0}")]
     KeysUnavailable(String),
+    #[error("an identity header came without the identity proxy's secret")]
+    ProxySecret,
 }
 
 impl AuthnError {
     fn slug(&self) -> &'static str {
         match self {
-            AuthnError::MalformedHeader => "invalid-credentials",
+            AuthnError::MalformedHeader | AuthnError::ProxySecret => "invalid-credentials",
             AuthnError::InvalidToken(VerifyError::Expired) => "token-expired",
             AuthnError::InvalidToken(_) => "invalid-token",
             AuthnError::Revoked => "session-revoked",
@@ -82,13 +91,16 @@ impl AuthnError {
             AuthnError::KeysUnavailable(_) => {
                 "Access tokens cannot be verified right now; retry shortly."
             }
+            AuthnError::ProxySecret => "The identity header was not sent by the identity proxy.",
         }
     }
 
     /// The RFC 6750 `error` attribute of the challenge.
     fn challenge(&self) -> &'static str {
         match self {
-            AuthnError::MalformedHeader => "Bearer realm=\"keel\", error=\"invalid_request\"",
+            AuthnError::MalformedHeader | AuthnError::ProxySecret => {
+                "Bearer realm=\"keel\", error=\"invalid_request\""
+            }
             _ => "Bearer realm=\"keel\", error=\"invalid_token\"",
         }
     }
@@ -140,9 +152,12 @@ impl moka::Expiry<Arc<str>, Verified> for UntilExpiry {
 }
 
 /// The trusted-proxy identity header, parsed once.
-#[derive(Debug)]
 struct TrustedProxy {
     networks: Vec<ipnet::IpNet>,
+    secret_header: HeaderName,
+    /// SHA-256 of the shared secret: digests of equal length are compared,
+    /// so the comparison reveals neither content nor length.
+    secret_digest: [u8; 32],
     email: HeaderName,
     groups: HeaderName,
     admin_group: String,
@@ -159,6 +174,34 @@ pub struct Authenticator {
     verified: Cache<Arc<str>, Verified>,
     revocation: Option<Revocation>,
     trusted: Option<TrustedProxy>,
+}
+
+impl std::fmt::Debug for TrustedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedProxy")
+            .field("networks", &self.networks)
+            .field("secret_header", &self.secret_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustedProxy {
+    /// Whether `presented` is the shared secret, in constant time.
+    fn is_secret(&self, presented: Option<&HeaderValue>) -> bool {
+        presented.is_some_and(|value| {
+            let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+            bool::from(digest.ct_eq(&self.secret_digest))
+        })
+    }
+
+    /// Removes the identity headers; whether there were any.
+    fn strip_identity(&self, req: &mut ServiceRequest) -> bool {
+        let headers = req.headers_mut();
+        let present = headers.contains_key(&self.email) || headers.contains_key(&self.groups);
+        headers.remove(&self.email);
+        headers.remove(&self.groups);
+        present
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -180,8 +223,18 @@ impl Authenticator {
     ) -> Result<Self, String> {
         let trusted = if settings.trusted_proxy.enabled {
             let proxy = &settings.trusted_proxy;
+            // Validated at load; checked again for settings changed since (tests).
+            let secret = proxy
+                .secret
+                .as_ref()
+                .map(ExposeSecret::expose_secret)
+                .filter(|s| !s.is_empty())
+                .ok_or("authn.trusted_proxy.secret: required when enabled")?;
             Some(TrustedProxy {
                 networks: proxy.proxies.clone(),
+                secret_header: HeaderName::try_from(proxy.secret_header.as_str())
+                    .map_err(|e| format!("authn.trusted_proxy.secret_header: {e}"))?,
+                secret_digest: Sha256::digest(secret.as_bytes()).into(),
                 email: HeaderName::try_from(proxy.email_header.as_str())
                     .map_err(|e| format!("authn.trusted_proxy.email_header: {e}"))?,
                 groups: HeaderName::try_from(proxy.groups_header.as_str())
@@ -214,40 +267,53 @@ impl Authenticator {
     }
 
     /// The caller named by the trusted-proxy header, if the request came
-    /// through a trusted proxy; the header is removed from every request
-    /// that did not, so nothing downstream can be fooled by it either.
-    fn trusted_proxy_caller(&self, req: &mut ServiceRequest) -> Option<Caller> {
-        let trusted = self.trusted.as_ref()?;
+    /// from a trusted proxy (its TCP peer, not a forwarded address) with the
+    /// proxy's secret; the identity headers are removed from every request
+    /// that did not, and the secret from every request, so nothing
+    /// downstream can be fooled by (or learn) either. An identity header
+    /// from a proxy address without the right secret is refused.
+    fn trusted_proxy_caller(&self, req: &mut ServiceRequest) -> Result<Option<Caller>, AuthnError> {
+        let Some(trusted) = self.trusted.as_ref() else {
+            return Ok(None);
+        };
+        let presented = req.headers_mut().remove(&trusted.secret_header).next();
         let peer = req.peer_addr().map(|a| a.ip());
         if !self.is_trusted_proxy(peer) {
-            let headers = req.headers_mut();
-            if headers.contains_key(&trusted.email) || headers.contains_key(&trusted.groups) {
+            if trusted.strip_identity(req) {
                 tracing::warn!(peer = ?peer, "identity header from an untrusted address dropped");
             }
-            headers.remove(&trusted.email);
-            headers.remove(&trusted.groups);
-            return None;
+            return Ok(None);
         }
-        let email = req
+        if !trusted.is_secret(presented.as_ref()) {
+            if trusted.strip_identity(req) {
+                tracing::warn!(
+                    peer = ?peer,
+                    secret_sent = presented.is_some(),
+                    "identity header from a proxy address without the proxy's secret refused"
+                );
+                return Err(AuthnError::ProxySecret);
+            }
+            return Ok(None);
+        }
+        let Some(email) = req
             .headers()
-            .get(&trusted.email)?
-            .to_str()
-            .ok()?
-            .trim()
-            .to_ascii_lowercase();
-        if email.is_empty() {
-            return None;
-        }
+            .get(&trusted.email)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+        else {
+            return Ok(None);
+        };
         let is_admin = req
             .headers()
             .get(&trusted.groups)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|groups| groups.split(',').any(|g| g.trim() == trusted.admin_group));
-        Some(Caller {
+        Ok(Some(Caller {
             user_id: Uuid::new_v5(&EMAIL_NAMESPACE, email.as_bytes()),
             session_id: None,
             is_admin,
-        })
+        }))
     }
 
     /// The caller a bearer token names: from the cache, else verified.
@@ -282,7 +348,7 @@ impl Authenticator {
     }
 
     async fn authenticate(&self, req: &mut ServiceRequest) -> Result<Option<Caller>, AuthnError> {
-        if let Some(caller) = self.trusted_proxy_caller(req) {
+        if let Some(caller) = self.trusted_proxy_caller(req)? {
             return Ok(Some(caller));
         }
         let Some(header) = req.headers().get(AUTHORIZATION) else {

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use keel_config::{Invalid, Validate};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The `authn` section: how the gateway decides who is calling.
@@ -42,19 +43,62 @@ pub struct RevocationSettings {
 }
 
 /// Optional: trust an identity header set by a reverse proxy such as
-/// oauth2-proxy, but only on connections from the listed networks.
+/// oauth2-proxy, but only on connections whose TCP peer is in the listed
+/// networks and that carry the proxy's shared secret.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TrustedProxySettings {
     pub enabled: bool,
-    /// CIDRs of the proxies (e.g. `10.0.0.0/8`, `127.0.0.1/32`).
+    /// CIDRs of the proxies (e.g. `10.0.0.0/8`, `127.0.0.1/32`); must not
+    /// overlap `http.trusted_proxies`.
     #[serde(default)]
     pub proxies: Vec<IpNet>,
+    /// Header in which the proxy sends `secret` (removed from every request
+    /// before anything else sees it).
+    #[serde(default = "default_secret_header")]
+    pub secret_header: String,
+    /// The secret the proxy adds to every request; required when enabled.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
     /// Header carrying the user's email (oauth2-proxy: `X-Email`).
     pub email_header: String,
     /// Header carrying the user's groups, comma separated.
     pub groups_header: String,
     /// Members of this group are admins.
     pub admin_group: String,
+}
+
+/// A shared secret shorter than this could be guessed.
+const MIN_PROXY_SECRET_LEN: usize = 32;
+
+impl AuthnSettings {
+    /// The identity proxies must not overlap `http.trusted_proxies`: a
+    /// proxy believed for `X-Forwarded-For` (an ingress) relays whatever
+    /// headers any client sends, identity headers included.
+    pub fn validate_against_forwarders(&self, forwarders: &[IpNet]) -> Result<(), Invalid> {
+        let proxy = &self.trusted_proxy;
+        if !proxy.enabled {
+            return Ok(());
+        }
+        let overlaps = |a: &IpNet, b: &IpNet| a.contains(&b.network()) || b.contains(&a.network());
+        for network in &proxy.proxies {
+            if let Some(forwarder) = forwarders.iter().find(|f| overlaps(network, f)) {
+                return Err(Invalid::new(
+                    "proxies",
+                    format!(
+                        "{network} overlaps http.trusted_proxies ({forwarder}): an identity proxy \
+                         must not be a forwarding proxy, which relays any client's headers"
+                    ),
+                )
+                .within("trusted_proxy")
+                .within("authn"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_secret_header() -> String {
+    "X-Keel-Proxy-Secret".to_owned()
 }
 
 impl Validate for AuthnSettings {
@@ -105,6 +149,29 @@ impl Validate for AuthnSettings {
                 return Err(within(
                     Invalid::new("groups_header", "must be a valid header name")
                         .within("trusted_proxy"),
+                ));
+            }
+            if actix_web::http::header::HeaderName::try_from(proxy.secret_header.as_str()).is_err()
+            {
+                return Err(within(
+                    Invalid::new("secret_header", "must be a valid header name")
+                        .within("trusted_proxy"),
+                ));
+            }
+            let secret_len = proxy
+                .secret
+                .as_ref()
+                .map_or(0, |s| s.expose_secret().trim().len());
+            if secret_len < MIN_PROXY_SECRET_LEN {
+                return Err(within(
+                    Invalid::new(
+                        "secret",
+                        format!(
+                            "is required when enabled, at least {MIN_PROXY_SECRET_LEN} characters \
+                             (the proxy sends it in secret_header; set KEEL_AUTHN__TRUSTED_PROXY__SECRET)"
+                        ),
+                    )
+                    .within("trusted_proxy"),
                 ));
             }
         }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use keel_config::Validate;
 use keel_token::Role;
 use uuid::Uuid;
 
@@ -209,13 +210,21 @@ pub fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+const PROXY_SECRET: &str = "a-test-secret-the-identity-proxy-adds-0123456789";
+
+/// Identity-header mode: trusts `proxies`, with [`PROXY_SECRET`].
+fn trusting(settings: &mut api_gateway::settings::Settings, proxies: &str) {
+    settings.authn.trusted_proxy.enabled = true;
+    settings.authn.trusted_proxy.proxies = vec![proxies.parse().unwrap()];
+    settings.authn.trusted_proxy.secret = Some(PROXY_SECRET.to_owned().into());
+}
+
 #[tokio::test]
-async fn the_trusted_proxy_header_is_honoured_from_a_trusted_address() {
+async fn the_trusted_proxy_header_is_honoured_from_a_trusted_address_with_the_secret() {
     let upstream = FakeUpstream::start().await;
     let app = spawn_app_with(|s| {
         upstream.configure(s);
-        s.authn.trusted_proxy.enabled = true;
-        s.authn.trusted_proxy.proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        trusting(s, "127.0.0.0/8");
     })
     .await;
     let response = app
@@ -223,6 +232,7 @@ async fn the_trusted_proxy_header_is_honoured_from_a_trusted_address() {
         .get(format!("{}{PROTECTED}", app.address))
         .header("x-email", "Ada@Example.com")
         .header("x-forwarded-groups", "staff, admin")
+        .header("x-keel-proxy-secret", PROXY_SECRET)
         .send()
         .await
         .unwrap();
@@ -234,12 +244,18 @@ async fn the_trusted_proxy_header_is_honoured_from_a_trusted_address() {
         .to_owned();
     assert!(user.parse::<Uuid>().is_ok());
     assert_eq!(echo["headers"]["x-keel-role"][0], "admin");
+    // The secret stops at the gateway.
+    assert!(
+        echo["headers"].get("x-keel-proxy-secret").is_none(),
+        "{echo}"
+    );
 
     // The same person (email case aside) is always the same user.
     let again: serde_json::Value = app
         .client
         .get(format!("{}{PROTECTED}", app.address))
         .header("x-email", "ada@example.com")
+        .header("x-keel-proxy-secret", PROXY_SECRET)
         .send()
         .await
         .unwrap()
@@ -252,18 +268,63 @@ async fn the_trusted_proxy_header_is_honoured_from_a_trusted_address() {
 }
 
 #[tokio::test]
+async fn the_trusted_proxy_header_without_the_right_secret_is_a_401_even_from_a_trusted_address() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        trusting(s, "127.0.0.0/8");
+    })
+    .await;
+    let wrong = format!("{}x", &PROXY_SECRET[..PROXY_SECRET.len() - 1]);
+    for secret in [None, Some(""), Some("guess"), Some(wrong.as_str())] {
+        let mut request = app
+            .client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("x-email", "mallory@example.com")
+            .header("x-forwarded-groups", "admin");
+        if let Some(secret) = secret {
+            request = request.header("x-keel-proxy-secret", secret);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "secret {secret:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+
+    // Nor do the unproven headers (or the guess) reach an upstream.
+    let echo: serde_json::Value = app
+        .client
+        .get(format!("{}/api/v1/auth/me", app.address))
+        .header("x-email", "mallory@example.com")
+        .header("x-forwarded-groups", "admin")
+        .header("x-keel-proxy-secret", "guess")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for header in ["x-email", "x-forwarded-groups", "x-keel-proxy-secret"] {
+        assert!(echo["headers"].get(header).is_none(), "{header}: {echo}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_trusted_proxy_header_from_anyone_else_is_ignored_and_stripped() {
     let upstream = FakeUpstream::start().await;
     let app = spawn_app_with(|s| {
         upstream.configure(s);
-        s.authn.trusted_proxy.enabled = true;
-        s.authn.trusted_proxy.proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        trusting(s, "10.0.0.0/8");
     })
     .await;
     let response = app
         .client
         .get(format!("{}{PROTECTED}", app.address))
         .header("x-email", "mallory@example.com")
+        .header("x-keel-proxy-secret", PROXY_SECRET)
         .send()
         .await
         .unwrap();
@@ -287,6 +348,64 @@ async fn the_trusted_proxy_header_from_anyone_else_is_ignored_and_stripped() {
         "{echo}"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_trusted_proxy_is_the_tcp_peer_never_a_forwarded_address() {
+    let upstream = FakeUpstream::start().await;
+    // The test client connects from loopback, an ingress the gateway
+    // believes for X-Forwarded-For; the identity proxy is elsewhere.
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        trusting(s, "10.0.0.0/8");
+        s.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let response = app
+        .client
+        .get(format!("{}{PROTECTED}", app.address))
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-email", "mallory@example.com")
+        .header("x-keel-proxy-secret", PROXY_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_unauthorized(response, "unauthenticated").await;
+    app.stop().await;
+}
+
+#[test]
+fn enabling_the_trusted_proxy_without_a_secret_is_a_settings_error_naming_the_key() {
+    let mut settings = api_gateway::settings::Settings::defaults().unwrap();
+    trusting(&mut settings, "10.0.0.0/8");
+    settings.authn.trusted_proxy.secret = None;
+    let error = settings.validate().unwrap_err();
+    assert_eq!(error.key, "authn.trusted_proxy.secret", "{error}");
+
+    settings.authn.trusted_proxy.secret = Some("short".to_owned().into());
+    let error = settings.validate().unwrap_err();
+    assert_eq!(error.key, "authn.trusted_proxy.secret", "{error}");
+
+    trusting(&mut settings, "10.0.0.0/8");
+    settings.validate().unwrap();
+}
+
+#[test]
+fn trusted_proxy_networks_overlapping_http_trusted_proxies_are_a_settings_error_naming_the_key() {
+    let mut settings = api_gateway::settings::Settings::defaults().unwrap();
+    trusting(&mut settings, "10.0.0.0/8");
+    for ingress in ["10.20.0.0/16", "0.0.0.0/0", "10.0.0.7/32"] {
+        settings.http.trusted_proxies =
+            vec!["192.168.0.0/16".parse().unwrap(), ingress.parse().unwrap()];
+        let error = settings.validate().unwrap_err();
+        assert_eq!(
+            error.key, "authn.trusted_proxy.proxies",
+            "{ingress}: {error}"
+        );
+        assert!(error.reason.contains("http.trusted_proxies"), "{error}");
+    }
+    settings.http.trusted_proxies = vec!["192.168.0.0/16".parse().unwrap()];
+    settings.validate().unwrap();
 }
 
 #[tokio::test]
