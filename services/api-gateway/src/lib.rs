@@ -2,11 +2,12 @@
 //!
 //! # Layout
 //! - [`authn`]: bearer tokens verified against the auth service's JWK Set
-//!   (cached), optional session revocation and trusted-proxy identities.
+//!   (cached, and published at `/.well-known/jwks.json` from that copy),
+//!   session revocation (on by default), trusted-proxy identities.
 //! - [`edge`]: the `/api/v1` scope and its middleware: CORS, authentication,
 //!   GCRA rate limiting in Redis.
-//! - [`proxy`]: `/api/v1/auth/*`, `/.well-known/jwks.json` and
-//!   `/api/v1/analytics/*` streamed to their services.
+//! - [`proxy`]: `/api/v1/auth/*` and `/api/v1/analytics/*` streamed to
+//!   their services.
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`
 //!   (committed under `proto/openapi/`).
 //! - [`orders`]: `/api/v1/orders` — create, list, get (read-through cache

@@ -250,7 +250,8 @@ impl Application {
                 events::configure(api, events_state.clone());
                 exports::configure(api, exports_state.clone());
             }));
-            upstreams.configure_root(cfg);
+            // The JWK Set from the gateway's own copy, never proxied.
+            crate::authn::configure_root(cfg, edge.authenticator.clone());
             // Outside `/api/v1`: signed by the sender, no bearer token.
             webhooks::configure(cfg, webhooks_state.clone());
         });

@@ -5,10 +5,20 @@
 //! we do not know (the auth service rotated its key). Fetches are
 //! serialised and at most one happens per `jwks_min_refetch_interval`, so
 //! tokens with made-up kids cannot turn into a flood of requests to auth.
+//!
+//! The same copy is what the gateway publishes at `/.well-known/jwks.json`
+//! ([`Jwks::document`]): the bytes auth served, answered from memory, so
+//! however many clients ask, auth sees at most one fetch per
+//! `jwks_min_refetch_interval`. A copy older than `jwks_public_max_age` is
+//! refetched first (subject to the same limit), and the `max-age` clients
+//! get is what remains of that age, so a key auth stopped publishing leaves
+//! every downstream cache within `jwks_public_max_age` (plus the refetch
+//! interval), as auth's own `Cache-Control` promised.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use keel_token::{Claims, JwkSet, Verifier, VerifyError};
 
 use crate::authn::AuthnSettings;
@@ -22,8 +32,19 @@ pub enum JwksError {
     Token(#[from] VerifyError),
 }
 
+/// Why one fetch of the key set failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("the answer is not a JWK Set: {0}")]
+    NotAJwkSet(#[from] serde_json::Error),
+}
+
 struct Loaded {
     verifier: Arc<Verifier>,
+    /// The JWK Set exactly as auth served it.
+    document: Bytes,
     fetched_at: Instant,
 }
 
@@ -70,6 +91,25 @@ impl Jwks {
             .map(|l| (l.verifier.clone(), l.fetched_at.elapsed() > self.max_age))
     }
 
+    /// The published JWK Set and its age, refetched first (if no fetch
+    /// started within the minimum interval) when older than `fresh_for`;
+    /// `None` while none was ever fetched.
+    pub async fn document(&self, fresh_for: Duration) -> Option<(Bytes, Duration)> {
+        let current = || {
+            let guard = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+            guard
+                .as_ref()
+                .map(|l| (l.document.clone(), l.fetched_at.elapsed()))
+        };
+        match current() {
+            Some((document, age)) if age < fresh_for => Some((document, age)),
+            _ => {
+                self.refetch().await;
+                current()
+            }
+        }
+    }
+
     /// Verifies `token`, fetching the key set first if there is none, it is
     /// stale, or the token names an unknown key.
     pub async fn verify(&self, token: &str) -> Result<Claims, JwksError> {
@@ -101,7 +141,7 @@ impl Jwks {
         }
         *last = Some(Instant::now());
         match self.fetch().await {
-            Ok(set) => {
+            Ok((set, document)) => {
                 let verifier = Arc::new(Verifier::new(
                     &set,
                     &self.issuer,
@@ -112,6 +152,7 @@ impl Jwks {
                 let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
                 *loaded = Some(Loaded {
                     verifier: verifier.clone(),
+                    document,
                     fetched_at: Instant::now(),
                 });
                 Some(verifier)
@@ -123,13 +164,15 @@ impl Jwks {
         }
     }
 
-    async fn fetch(&self) -> Result<JwkSet, reqwest::Error> {
-        self.client
+    async fn fetch(&self) -> Result<(JwkSet, Bytes), FetchError> {
+        let document = self
+            .client
             .get(&self.url)
             .send()
             .await?
             .error_for_status()?
-            .json::<JwkSet>()
-            .await
+            .bytes()
+            .await?;
+        Ok((serde_json::from_slice(&document)?, document))
     }
 }

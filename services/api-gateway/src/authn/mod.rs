@@ -9,6 +9,10 @@
 //! own bearer tokens. `/api/v1/admin/*` is gated here too (401 without a
 //! caller, 403 for non-admins), whatever its handlers do.
 //!
+//! The gateway also publishes the auth service's JWK Set at
+//! `/.well-known/jwks.json` from its own copy ([`configure_root`]), so a
+//! flood of requests there never reaches auth.
+//!
 //! Two sources, in this order:
 //! - the trusted-proxy identity header, honoured only on connections whose
 //!   TCP peer is in the configured proxy networks (never an address someone
@@ -35,10 +39,11 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{
-    AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    AUTHORIZATION, CACHE_CONTROL, ContentType, HeaderName, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use keel_cache::Redis;
 use keel_http::Problem;
 use keel_token::{Claims, Role, VerifyError};
@@ -171,6 +176,7 @@ const EMAIL_NAMESPACE: Uuid = Uuid::from_u128(0x6b65_656c_2d74_7275_7374_6564_2d
 /// Judges credentials; shared by every actix worker.
 pub struct Authenticator {
     jwks: Jwks,
+    jwks_public_max_age: Duration,
     verified: Cache<Arc<str>, Verified>,
     revocation: Option<Revocation>,
     trusted: Option<TrustedProxy>,
@@ -246,6 +252,7 @@ impl Authenticator {
         };
         Ok(Self {
             jwks: Jwks::new(jwks_url, client, settings),
+            jwks_public_max_age: settings.jwks_public_max_age,
             verified: Cache::builder()
                 .max_capacity(settings.token_cache_capacity)
                 .expire_after(UntilExpiry)
@@ -368,6 +375,41 @@ impl Authenticator {
     }
 }
 
+/// Mounts `GET /.well-known/jwks.json` at the root: the auth service's JWK
+/// Set from the gateway's copy ([`Jwks::document`]), never proxied per
+/// request.
+pub fn configure_root(cfg: &mut web::ServiceConfig, authenticator: Arc<Authenticator>) {
+    cfg.service(
+        web::resource("/.well-known/jwks.json")
+            .app_data(web::Data::from(authenticator))
+            .route(web::get().to(published_keys)),
+    );
+}
+
+async fn published_keys(authenticator: web::Data<Authenticator>) -> HttpResponse {
+    let fresh_for = authenticator.jwks_public_max_age;
+    match authenticator.jwks.document(fresh_for).await {
+        Some((document, age)) => HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .insert_header((
+                CACHE_CONTROL,
+                format!(
+                    "public, max-age={}",
+                    fresh_for.saturating_sub(age).as_secs()
+                ),
+            ))
+            .body(document),
+        None => {
+            let problem =
+                Problem::unavailable("The signing keys cannot be fetched; retry shortly.");
+            problem
+                .response_builder()
+                .insert_header((RETRY_AFTER, "5"))
+                .json(&problem)
+        }
+    }
+}
+
 /// Three non-empty base64url segments: the shape of a compact JWS.
 fn is_compact_jws(token: &str) -> bool {
     let mut segments = 0;
@@ -394,8 +436,12 @@ fn caller_of(claims: &Claims) -> Caller {
 
 /// Paths whose credentials are not the gateway's business: the auth
 /// service answers them itself (login needs none, `/auth/me` checks its own).
+///
+/// `path` is canonical (`keel_http::canonical`, before routing): the one
+/// the router matched, so `/api/v1/%61uth/...` is `/api/v1/auth/...` here
+/// too, and prefixes match whole segments (`/api/v1/authx` is not auth's).
 fn skips_authentication(path: &str) -> bool {
-    path.starts_with("/api/v1/auth/") || path == "/api/v1/openapi.json"
+    keel_http::canonical::is_under(path, "/api/v1/auth") || path == "/api/v1/openapi.json"
 }
 
 /// Middleware for the `/api/v1` scope (see the module docs).
@@ -438,6 +484,9 @@ pub async fn middleware(
     Ok(next.call(req).await?.map_into_left_body())
 }
 
+/// `/api/v1/admin` and everything below it, by whole segments, on the
+/// canonical path (see [`skips_authentication`]): no spelling the router
+/// would send to an admin handler passes the gate unchecked.
 fn is_admin_path(path: &str) -> bool {
-    path == "/api/v1/admin" || path.starts_with("/api/v1/admin/")
+    keel_http::canonical::is_under(path, "/api/v1/admin")
 }

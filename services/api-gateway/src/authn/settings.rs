@@ -23,6 +23,11 @@ pub struct AuthnSettings {
     /// flood of requests to auth).
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch_interval: Duration,
+    /// `/.well-known/jwks.json` is served from the gateway's copy: one older
+    /// than this is refetched first, and clients may cache it for what
+    /// remains of this (`Cache-Control: public, max-age`).
+    #[serde(with = "humantime_serde")]
+    pub jwks_public_max_age: Duration,
     /// Verified tokens remembered (keyed by signature, until they expire).
     pub token_cache_capacity: u64,
     pub revocation: RevocationSettings,
@@ -116,6 +121,12 @@ impl Validate for AuthnSettings {
         if self.jwks_min_refetch_interval.is_zero() {
             return Err(within(Invalid::new(
                 "jwks_min_refetch_interval",
+                "must be greater than zero",
+            )));
+        }
+        if self.jwks_public_max_age.is_zero() {
+            return Err(within(Invalid::new(
+                "jwks_public_max_age",
                 "must be greater than zero",
             )));
         }

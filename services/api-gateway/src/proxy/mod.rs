@@ -157,8 +157,7 @@ impl Upstreams {
 
     /// `/.well-known/jwks.json`, at the root.
     pub fn configure_root(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.clone()))
-            .service(web::resource("/.well-known/jwks.json").route(web::get().to(auth)));
+        cfg.app_data(web::Data::new(self.clone()));
     }
 }
 

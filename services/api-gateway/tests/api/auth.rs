@@ -203,6 +203,92 @@ async fn the_auth_service_being_unreachable_for_keys_is_a_503_not_a_401() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_jwks_is_served_from_the_gateways_cache_so_a_flood_reaches_auth_at_most_once() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let url = format!("{}/.well-known/jwks.json", app.address);
+    let answers = futures::future::join_all((0..200).map(|_| app.client.get(&url).send())).await;
+    assert!(
+        upstream.jwks_fetches() <= 2,
+        "{} fetches from auth for 200 requests",
+        upstream.jwks_fetches()
+    );
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 200);
+        let cache_control = answer.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let max_age: u64 = cache_control
+            .strip_prefix("public, max-age=")
+            .unwrap_or_else(|| panic!("{cache_control}"))
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&max_age), "{cache_control}");
+        let set: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(set["keys"][0]["kid"], "key-1");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_served_jwks_follows_a_key_rotation_once_the_gateway_has_refetched() {
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.authn.jwks_min_refetch_interval = Duration::from_millis(1);
+    })
+    .await;
+    let kids = || async {
+        let set: serde_json::Value = app
+            .get("/.well-known/jwks.json")
+            .await
+            .json()
+            .await
+            .unwrap();
+        set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kids().await, ["key-1"]);
+    // A token of a new key makes the gateway refetch; the document follows.
+    upstream.rotate("key-2");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let response = app
+        .client
+        .get(format!("{}{PROTECTED}", app.address))
+        .header("authorization", bearer(&upstream.customer_token().1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(kids().await, ["key-2"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_jwks_with_auth_unreachable_since_start_is_a_503_problem() {
+    let app = spawn_app_with(|s| {
+        s.upstreams.auth_url = format!("http://127.0.0.1:{}", closed_port())
+            .parse()
+            .unwrap();
+    })
+    .await;
+    let response = app.get("/.well-known/jwks.json").await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    app.stop().await;
+}
+
 pub fn closed_port() -> u16 {
     // Bound then released: nothing listens there for the test's duration
     // (the OS hands out ports round-robin).
