@@ -92,6 +92,9 @@ impl Management {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
+            // Requests carry the broker's credentials: never repeated to
+            // wherever a redirect points (a 3xx is a failed answer).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the management API client: {e}"))?;
         Ok(Self {
@@ -278,6 +281,76 @@ mod tests {
         assert_eq!(vhost_of("amqp://g:g@h:5672/%2F").unwrap(), "/");
         assert_eq!(vhost_of("amqp://g:g@h:5672").unwrap(), "/");
         assert_eq!(vhost_of("amqp://g:g@h:5672/shop").unwrap(), "shop");
+    }
+
+    /// A server writing `answer` to every connection; its URL (with
+    /// `credentials@` when given) and how many connections it took.
+    async fn serve(
+        answer: String,
+        credentials: &str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{credentials}{}", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_from_the_management_api_is_a_failure_not_followed_with_the_credentials() {
+        let body = r#"{"items":[],"page_count":1}"#;
+        let (elsewhere, elsewhere_hits) = serve(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            "",
+        )
+        .await;
+        let (management_url, management_hits) = serve(
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}/api/queues/%2F\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+            "monitor:s3cret@",
+        )
+        .await;
+        let amqp = crate::settings::Settings::defaults().unwrap().amqp;
+        let management = Management::new(
+            &AmqpManagementSettings {
+                url: SecretString::from(management_url),
+                timeout: Duration::from_secs(3),
+            },
+            &amqp,
+        )
+        .unwrap();
+
+        let answer = management.queues().await;
+        assert!(
+            matches!(answer, Err(ManagementError::Status(status)) if status.as_u16() == 307),
+            "{answer:?}"
+        );
+        assert_eq!(management_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            elsewhere_hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
     }
 
     #[test]

@@ -166,6 +166,10 @@ impl ShopifyApi {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
+            // Every request carries the shop's access token in a header of
+            // Shopify's own, which reqwest would repeat to any host a
+            // redirect names: a 3xx is refused as an answer instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Some(Self {
             http,
@@ -315,6 +319,68 @@ mod tests {
         assert_eq!(error.field, "line_items[0].price");
         let error = ShopifyOrder::parse(b"{\"id\": 1}").unwrap_err();
         assert_eq!(error.field, "body");
+    }
+
+    /// A one-answer HTTP server on a free port: `answer(port_of_self)` is
+    /// written to every connection; returns its base URL and a hit counter.
+    async fn serve(answer: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_refused_not_followed_so_the_access_token_stays_with_the_api() {
+        let body = r#"{"fulfillments":[{"status":"success"}]}"#;
+        let (elsewhere, elsewhere_hits) = serve(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
+        let (api_url, api_hits) = serve(format!(
+            "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/collect\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+        let api = ShopifyApi::from_settings(&ShopifySettings {
+            api_base_url: Some(api_url),
+            access_token: Some(SecretString::from("shpat_not-for-anyone-else")),
+            api_version: "2024-10".into(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_retry_after_wait: Duration::from_secs(1),
+        })
+        .unwrap()
+        .unwrap();
+
+        let answer = api.fulfillment_status(450789469).await;
+        assert!(
+            matches!(&answer, Err(ApiError::Refused(reason)) if reason.contains("302")),
+            "{answer:?}"
+        );
+        assert_eq!(api_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            elsewhere_hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect was followed (with the access token)"
+        );
     }
 
     #[test]
