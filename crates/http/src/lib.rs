@@ -11,6 +11,9 @@
 //!   bare 405/413 answers rewritten as problems.
 //! - [`observe`]: one span per request (continuing the caller's
 //!   `traceparent`) and request count/duration metrics by route pattern.
+//! - [`canonical`]: one canonical spelling of every request path before
+//!   routing (unreserved escapes decoded; dot segments, empty segments,
+//!   encoded separators and control characters refused with a 400).
 //! - [`client_ip`]: the client's address behind trusted reverse proxies.
 //! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
 //!   503 naming the failing ones) and `/metrics`.
@@ -18,6 +21,7 @@
 //!   binds first (port 0 in tests) and runs until a shutdown token is
 //!   cancelled, draining in-flight requests.
 
+pub mod canonical;
 pub mod client_ip;
 pub mod conventions;
 pub mod health;

@@ -1,14 +1,20 @@
 //! Per-request span and metrics.
 //!
 //! The span continues the caller's W3C `traceparent`, so a trace runs from
-//! the browser's request through every service it touches. Metrics are
-//! labelled by the matched route *pattern* (`/api/v1/orders/{id}`), never the
-//! raw path, which would give every id its own time series.
+//! the browser's request through every service it touches.
+//!
+//! Every label comes from a closed set, so no client can mint time series
+//! (each one costs memory in this process and in Prometheus for good):
+//! the route is the matched *pattern* (`/api/v1/orders/{id}`), or
+//! `unmatched` when nothing matched, never the raw path; the method is one
+//! of [`METHODS`] or `OTHER` (actix accepts any token as a method); the
+//! status is a three-digit number.
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
@@ -23,16 +29,31 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::request_id::RequestId;
 
+/// The method label values besides `OTHER`.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The method as a label: one of [`METHODS`], else `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// The route label of a request that matched no pattern.
+pub const UNMATCHED: &str = "unmatched";
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -83,10 +104,10 @@ pub async fn middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = method_label(req.method());
+    // Before routing this is what the resource map makes of the path as it
+    // arrived; the response's request knows the pattern that was routed.
+    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED.to_owned());
     let request_id = req
         .extensions()
         .get::<RequestId>()
@@ -110,11 +131,18 @@ pub async fn middleware(
     let _ = span.set_parent(parent);
 
     let result = next.call(req).instrument(span.clone()).await;
-    let status = match &result {
-        Ok(res) => res.status().as_u16(),
-        Err(e) => e.as_response_error().status_code().as_u16(),
+    let (status, route) = match &result {
+        Ok(res) => (
+            res.status().as_u16(),
+            res.request()
+                .match_pattern()
+                .unwrap_or_else(|| UNMATCHED.to_owned()),
+        ),
+        Err(e) => (e.as_response_error().status_code().as_u16(), route),
     };
     span.record("http.response.status_code", status);
+    span.record("http.route", route.as_str());
+    span.record("otel.name", format!("{method} {route}").as_str());
     if status >= 500 {
         tracing::warn!(parent: &span, status, "request failed");
     }
@@ -122,7 +150,7 @@ pub async fn middleware(
         metrics
             .requests
             .get_or_create(&RequestLabels {
-                method: method.clone(),
+                method,
                 route: route.clone(),
                 status,
             })

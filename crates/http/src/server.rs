@@ -14,7 +14,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
-use crate::{HttpSettings, Operational, conventions, observe, problem, request_id};
+use crate::{HttpSettings, Operational, canonical, conventions, observe, problem, request_id};
 
 #[derive(Debug)]
 pub struct Server {
@@ -47,7 +47,8 @@ pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// The app factory every service uses: operational endpoints, the
 /// service's routes, body limits, problem+json 404/405/413s, security
-/// headers, and request-id and observability middleware. Tests get exactly what production runs.
+/// headers, canonical request paths, and request-id and observability
+/// middleware. Tests get exactly what production runs.
 pub fn app(
     operational: Operational,
     body_limit: usize,
@@ -67,6 +68,11 @@ pub fn app(
         .app_data(web::PayloadConfig::new(body_limit))
         .app_data(web::JsonConfig::default().limit(body_limit))
         .default_service(web::to(problem::not_found))
+        // Registered first = runs last, right before routing: every
+        // middleware of the service and the router see the canonical path,
+        // while a refused path is still observed, carries the request id
+        // and gets the security headers.
+        .wrap(from_fn(canonical::middleware))
         // Registered last = runs first: the request id exists before the
         // span and metrics middleware reads it, and before conventions
         // renders problems that carry it.

@@ -12,21 +12,37 @@
 //!
 //! Anonymous requests are rate-limited by client address: the TCP peer, or
 //! what a proxy in `http.trusted_proxies` (an ingress) forwarded
-//! (`keel_http::client_ip`).
+//! (`keel_http::client_ip`). The address is computed once per request, as
+//! a [`ClientAddress`] in the request's extensions, and the proxy tells
+//! upstreams that one address.
+//!
+//! Every decision here (rate-limit class, the authentication skip list,
+//! the admin gate, the proxy's target) reads the *canonical* path:
+//! `keel_http::canonical` rewrites each request to it, or refuses it with
+//! a 400, before routing (ADR 0018). So the string these rules compare is
+//! the one the router matched, and no spelling (`/api/v1/%61dmin`,
+//! `/api/v1/auth/../admin`) is read one way here and another way there.
 
 pub mod cors;
 pub mod rate_limit;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
-use actix_web::{Scope, web};
+use actix_web::{HttpMessage, Scope, web};
 
 use crate::authn::{self, Authenticator};
 use cors::CorsSettings;
 use rate_limit::RateLimiter;
+
+/// The client's address as the gateway computed it (the TCP peer, or the
+/// client a trusted proxy vouches for); `None` when the connection has no
+/// peer address. Set on every `/api/v1` request by the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<IpAddr>);
 
 /// What the edge middleware share across actix workers.
 #[derive(Debug, Clone)]
@@ -58,12 +74,19 @@ impl Edge {
         let authenticator = self.authenticator;
         web::scope("/api/v1")
             .wrap(from_fn(move |req: ServiceRequest, next| {
-                let ip = keel_http::client_ip::of_request(req.request(), &trusted_proxies);
+                let ip = req.extensions().get::<ClientAddress>().and_then(|c| c.0);
                 rate_limit::middleware(limiter.clone(), ip, req, next)
             }))
             .wrap(from_fn(move |req, next| {
                 authn::middleware(authenticator.clone(), req, next)
             }))
+            .wrap(from_fn(
+                move |req: ServiceRequest, next: actix_web::middleware::Next<_>| {
+                    let ip = keel_http::client_ip::of_request(req.request(), &trusted_proxies);
+                    req.extensions_mut().insert(ClientAddress(ip));
+                    next.call(req)
+                },
+            ))
             .wrap(cors::middleware(&self.cors))
     }
 }

@@ -230,9 +230,11 @@ impl From<redis::RedisError> for LimiterError {
     }
 }
 
-/// Which budget a request draws from.
+/// Which budget a request draws from. `path` is canonical (the one the
+/// router matched, see the `edge` docs), so every spelling of an auth route
+/// draws from the auth budget; the prefix matches whole segments.
 pub fn class_of(method: &Method, path: &str) -> &'static str {
-    if path.starts_with("/api/v1/auth/") {
+    if keel_http::canonical::is_under(path, "/api/v1/auth") {
         "auth"
     } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         "read"

@@ -1,13 +1,29 @@
 //! Reverse proxy to the auth and analytics services.
 //!
-//! `/api/v1/auth/*` and `/.well-known/jwks.json` go to auth,
-//! `/api/v1/analytics/*` to analytics, path and query unchanged. One pooled
-//! client per upstream (keep-alive connections are reused across requests),
-//! bodies streamed both ways (never buffered whole), hop-by-hop headers
-//! dropped, the client's address appended to `X-Forwarded-For` and
-//! `Forwarded`, and the current trace continued with a fresh `traceparent`.
-//! Every call is bounded by the configured timeouts: an upstream that is
-//! down or silent becomes a 503/504 problem, never a hanging request.
+//! `/api/v1/auth/*` goes to auth, `/api/v1/analytics/*` to analytics, path
+//! and query unchanged. One pooled client per upstream (keep-alive
+//! connections are reused across requests), bodies streamed both ways
+//! (never buffered whole), hop-by-hop headers dropped, and the current
+//! trace continued with a fresh `traceparent`. Every call is bounded by the
+//! configured timeouts: an upstream that is down or silent becomes a
+//! 503/504 problem, never a hanging request.
+//!
+//! **Only inside the prefix.** The upstream URL is built from the canonical
+//! path the router matched (`keel_http::canonical`: no dot segments, no
+//! encoded separators), and checked again once built: a path that would
+//! leave the upstream's prefix (`/api/v1/auth/../../metrics` would reach
+//! auth's `/metrics` once a URL library resolved it) is a 404 and never
+//! sent.
+//!
+//! **One client address.** Upstreams are told the client's address the
+//! gateway computed ([`ClientAddress`]: the TCP peer, or what a proxy in
+//! `http.trusted_proxies` vouches for) as the whole of `X-Forwarded-For`
+//! and `Forwarded`. Whatever the client sent in those, in `X-Real-IP` or
+//! in any `X-Forwarded-*` header is dropped, never appended to: auth
+//! trusts the gateway's `X-Forwarded-For` (login throttling, session
+//! records), so a client-written entry there would pick its own throttling
+//! bucket. Host and scheme are not forwarded either: upstreams build no
+//! links from them, and the gateway could only repeat what the client said.
 
 mod settings;
 
@@ -16,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use futures::StreamExt;
 use keel_http::Problem;
@@ -26,6 +42,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use settings::UpstreamSettings;
 
+use crate::edge::ClientAddress;
 use crate::identity::Caller;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -47,6 +64,12 @@ const HOP_BY_HOP: [&str; 10] = [
 const USER_HEADER: &str = "x-keel-user-id";
 const ROLE_HEADER: &str = "x-keel-role";
 
+/// Client-sent headers that name a client address, host or scheme: only
+/// the gateway's own computation is forwarded (see the module docs).
+fn is_forwarding_header(name: &str) -> bool {
+    matches!(name, "forwarded" | "x-real-ip") || name.starts_with("x-forwarded-")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("{upstream} is unreachable: {source}")]
@@ -66,6 +89,8 @@ pub enum ProxyError {
     },
     #[error("the request body is over the limit")]
     TooLarge,
+    #[error("the path is outside the {upstream} service's prefix")]
+    OutsidePrefix { upstream: &'static str },
 }
 
 impl ResponseError for ProxyError {
@@ -75,6 +100,7 @@ impl ResponseError for ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::OutsidePrefix { .. } => StatusCode::NOT_FOUND,
         }
     }
 
@@ -94,8 +120,11 @@ impl ResponseError for ProxyError {
                     .with_detail(format!("The {upstream} service failed to answer."))
             }
             ProxyError::TooLarge => Problem::payload_too_large(),
+            ProxyError::OutsidePrefix { .. } => Problem::not_found(),
         };
-        if !matches!(self, ProxyError::TooLarge) {
+        if matches!(self, ProxyError::OutsidePrefix { .. }) {
+            tracing::warn!(error = %self, "proxying refused");
+        } else if !matches!(self, ProxyError::TooLarge) {
             tracing::warn!(error = %self, "proxying failed");
         }
         let mut response = problem.response_builder();
@@ -111,6 +140,9 @@ impl ResponseError for ProxyError {
 pub struct Upstream {
     name: &'static str,
     base: url::Url,
+    /// Every path proxied here starts with this (a whole segment, `/`
+    /// included).
+    prefix: &'static str,
     client: reqwest::Client,
 }
 
@@ -128,11 +160,13 @@ impl Upstreams {
             auth: Upstream {
                 name: "auth",
                 base: settings.auth_url.clone(),
+                prefix: "/api/v1/auth/",
                 client: settings.client()?,
             },
             analytics: Upstream {
                 name: "analytics",
                 base: settings.analytics_url.clone(),
+                prefix: "/api/v1/analytics/",
                 client: settings.client()?,
             },
             body_limit,
@@ -145,7 +179,9 @@ impl Upstreams {
     }
 
     pub fn jwks_url(&self) -> String {
-        self.auth.url("/.well-known/jwks.json", None)
+        let mut url = self.auth.base.clone();
+        url.set_path("/.well-known/jwks.json");
+        url.into()
     }
 
     /// `/auth/*` and `/analytics/*`, inside the `/api/v1` scope.
@@ -162,11 +198,22 @@ impl Upstreams {
 }
 
 impl Upstream {
-    fn url(&self, path: &str, query: Option<&str>) -> String {
+    /// The upstream URL of `path` (canonical, as routed) and `query`, or
+    /// `None` when the path is not inside this upstream's prefix, before or
+    /// after the URL library has parsed it (it resolves dot segments, in
+    /// `%2e` spellings too, and reads `\` as `/`).
+    fn url(&self, path: &str, query: Option<&str>) -> Option<String> {
+        let inside = |p: &str| {
+            p.starts_with(self.prefix)
+                && matches!(keel_http::canonical::canonicalize(p), Ok(c) if c == p)
+        };
+        if !inside(path) {
+            return None;
+        }
         let mut url = self.base.clone();
         url.set_path(path);
         url.set_query(query.filter(|q| !q.is_empty()));
-        url.into()
+        inside(url.path()).then(|| url.into())
     }
 }
 
@@ -230,6 +277,7 @@ fn upstream_headers(req: &HttpRequest, caller: Option<&Caller>) -> reqwest::head
     for (name, value) in req.headers() {
         let lower = name.as_str();
         if is_hop_by_hop(lower, &listed)
+            || is_forwarding_header(lower)
             || matches!(
                 lower,
                 "content-length" | "traceparent" | "tracestate" | USER_HEADER | ROLE_HEADER
@@ -244,39 +292,13 @@ fn upstream_headers(req: &HttpRequest, caller: Option<&Caller>) -> reqwest::head
             out.append(name, value);
         }
     }
-    let info = req.connection_info();
-    if let Some(peer) = req.peer_addr().map(|a| a.ip()) {
-        let xff = match req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) => format!("{previous}, {peer}"),
-            None => peer.to_string(),
-        };
-        let node = if peer.is_ipv6() {
-            format!("\"[{peer}]\"")
-        } else {
-            peer.to_string()
-        };
-        let hop = format!(
-            "for={node};proto={};host=\"{}\"",
-            info.scheme(),
-            info.host().replace('"', "")
-        );
-        let forwarded = match req
-            .headers()
-            .get(header::FORWARDED)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) => format!("{previous}, {hop}"),
-            None => hop,
-        };
+    // The one address the edge computed; none (rather than one invented
+    // here) on a route outside the edge.
+    let client = req.extensions().get::<ClientAddress>().and_then(|c| c.0);
+    if let Some(client) = client {
         for (name, value) in [
-            ("x-forwarded-for", xff),
-            ("forwarded", forwarded),
-            ("x-forwarded-proto", info.scheme().to_owned()),
-            ("x-forwarded-host", info.host().to_owned()),
+            ("x-forwarded-for", client.to_string()),
+            ("forwarded", keel_http::client_ip::forwarded_element(client)),
         ] {
             if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
                 out.insert(name, value);
@@ -370,7 +392,12 @@ async fn forward(
     if declared.is_some_and(|n| n > body_limit as u64) {
         return Err(ProxyError::TooLarge);
     }
-    let url = upstream.url(req.path(), Some(req.query_string()));
+    let url =
+        upstream
+            .url(req.path(), Some(req.query_string()))
+            .ok_or(ProxyError::OutsidePrefix {
+                upstream: upstream.name,
+            })?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .unwrap_or(reqwest::Method::GET);
     let span = tracing::info_span!(

@@ -20,6 +20,7 @@ mod operational;
 mod orders;
 mod orders_e2e;
 mod orders_support;
+mod path_spelling;
 mod process;
 mod proxy;
 mod rate_limit;
