@@ -253,7 +253,7 @@ impl Application {
             // The JWK Set from the gateway's own copy, never proxied.
             crate::authn::configure_root(cfg, edge.authenticator.clone());
             // Outside `/api/v1`: signed by the sender, no bearer token.
-            webhooks::configure(cfg, webhooks_state.clone());
+            webhooks::configure(cfg, webhooks_state.clone(), &edge);
         });
         let served = keel_http::serve(
             self.server,

@@ -93,11 +93,27 @@ pub struct ClassLimit {
 }
 
 const CLASSES: [&str; 3] = ["auth", "read", "write"];
+/// Classes that may be left out: `webhooks` (`POST /webhooks/*`, keyed by
+/// the sender's address; not limited when absent).
+const OPTIONAL_CLASSES: [&str; 1] = ["webhooks"];
 
 impl Validate for RateLimitSettings {
     fn validate(&self) -> Result<(), Invalid> {
         if self.timeout.is_zero() {
             return Err(Invalid::new("timeout", "must be greater than zero").within("rate_limit"));
+        }
+        for class in OPTIONAL_CLASSES {
+            if self
+                .classes
+                .get(class)
+                .is_some_and(|l| l.limit == 0 || l.period.is_zero())
+            {
+                return Err(
+                    Invalid::new(class, "needs limit >= 1 and a period greater than zero")
+                        .within("classes")
+                        .within("rate_limit"),
+                );
+            }
         }
         for class in CLASSES {
             let Some(limit) = self.classes.get(class) else {
@@ -115,12 +131,17 @@ impl Validate for RateLimitSettings {
                 );
             }
         }
-        if let Some(unknown) = self.classes.keys().find(|k| !CLASSES.contains(&k.as_str())) {
-            return Err(
-                Invalid::new(unknown.as_str(), "is not a route class (auth, read, write)")
-                    .within("classes")
-                    .within("rate_limit"),
-            );
+        if let Some(unknown) = self
+            .classes
+            .keys()
+            .find(|k| !CLASSES.contains(&k.as_str()) && !OPTIONAL_CLASSES.contains(&k.as_str()))
+        {
+            return Err(Invalid::new(
+                unknown.as_str(),
+                "is not a route class (auth, read, write, webhooks)",
+            )
+            .within("classes")
+            .within("rate_limit"));
         }
         Ok(())
     }
@@ -234,7 +255,9 @@ impl From<redis::RedisError> for LimiterError {
 /// router matched, see the `edge` docs), so every spelling of an auth route
 /// draws from the auth budget; the prefix matches whole segments.
 pub fn class_of(method: &Method, path: &str) -> &'static str {
-    if keel_http::canonical::is_under(path, "/api/v1/auth") {
+    if path.starts_with("/webhooks/") {
+        "webhooks"
+    } else if keel_http::canonical::is_under(path, "/api/v1/auth") {
         "auth"
     } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         "read"

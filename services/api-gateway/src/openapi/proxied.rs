@@ -100,8 +100,14 @@ pub fn sessions() {}
 pub fn revoke_session() {}
 
 /// The public keys access tokens are signed with.
+///
+/// The auth service's JWK Set as the gateway last fetched it, served from
+/// that copy (`Cache-Control: public, max-age` of at most 300 s).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", operation_id = "jwks",
-    responses((status = 200, description = "The JWK Set", body = JwkSet)))]
+    responses(
+        (status = 200, description = "The JWK Set", body = JwkSet),
+        (status = 503, description = "The keys could not be fetched from the auth service yet", body = Problem, content_type = PROBLEM),
+    ))]
 pub fn jwks() {}
 
 /// Store figures over a period (customers: their own; admins: the store).

@@ -17,6 +17,9 @@ pub enum WebhookError {
     /// Reading the body failed (the client went away, bad chunking).
     #[error("the request body could not be read: {0}")]
     Body(String),
+    /// The body was still arriving when the read deadline passed.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error(transparent)]
     Rejected(#[from] Rejection),
     #[error("the webhook store is unavailable: {0}")]
@@ -32,6 +35,7 @@ impl WebhookError {
             WebhookError::UnknownSource => "unknown_source",
             WebhookError::TooLarge { .. } => "too_large",
             WebhookError::Body(_) => "unreadable_body",
+            WebhookError::BodyTimeout(_) => "body_timeout",
             WebhookError::Rejected(rejection) => rejection.reason(),
             WebhookError::Unavailable(_) => "unavailable",
             WebhookError::Unexpected(_) => "error",
@@ -55,6 +59,15 @@ impl WebhookError {
                 "Unreadable Body",
             )
             .with_detail("The request body could not be read."),
+            WebhookError::BodyTimeout(deadline) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "webhook-body-timeout",
+                "Request Timeout",
+            )
+            .with_detail(format!(
+                "The request body did not arrive within {} s.",
+                deadline.as_secs_f64()
+            )),
             WebhookError::Rejected(rejection) => {
                 let (status, title) = if rejection.is_authentication_failure() {
                     (StatusCode::UNAUTHORIZED, "Webhook Signature Not Verified")
@@ -116,6 +129,11 @@ impl ResponseError for WebhookError {
         let mut response = problem.response_builder();
         if matches!(self, WebhookError::Unavailable(_)) {
             response.insert_header((RETRY_AFTER, "1"));
+        }
+        if matches!(self, WebhookError::BodyTimeout(_)) {
+            // The rest of the body may still be on its way: the connection
+            // cannot carry another request (RFC 9110 §15.5.9).
+            response.force_close();
         }
         response.json(&problem)
     }

@@ -1,4 +1,9 @@
 //! `POST /webhooks/{source}`: raw body → verify → capture → 200.
+//!
+//! The body is read within `webhooks.body_read_timeout` (a sender trickling
+//! it is cut with 408) and `body_limit` (413): a connection holds at most
+//! the bytes that actually arrived, never more than the limit, for at most
+//! the deadline.
 
 use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -59,7 +64,12 @@ async fn ingest(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Captured, WebhookError> {
-    let body = read_body(req, payload, source.body_limit).await?;
+    let body = tokio::time::timeout(
+        webhooks.body_read_timeout,
+        read_body(req, payload, source.body_limit),
+    )
+    .await
+    .map_err(|_| WebhookError::BodyTimeout(webhooks.body_read_timeout))??;
     let now = chrono::Utc::now().timestamp();
     let Verified { delivery_id, topic } =
         source
@@ -91,6 +101,9 @@ async fn ingest(
     Ok(captured)
 }
 
+/// Most a body buffer starts with; it grows with the bytes that arrive.
+const INITIAL_CAPACITY: usize = 64 * 1024;
+
 /// The body exactly as sent, refused as soon as it exceeds `limit`: up front
 /// when `Content-Length` says so, else while streaming.
 async fn read_body(
@@ -106,7 +119,14 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(WebhookError::TooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    // Sized by what was declared only up to a point: a Content-Length is a
+    // promise, and a sender that never keeps it must not cost the limit.
+    let mut body = BytesMut::with_capacity(
+        declared
+            .unwrap_or(8 * 1024)
+            .min(limit)
+            .min(INITIAL_CAPACITY),
+    );
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| WebhookError::Body(e.to_string()))?;
         if body.len() + chunk.len() > limit {

@@ -28,6 +28,8 @@ pub mod settings;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use actix_web::dev::ServiceRequest;
+use actix_web::middleware::from_fn;
 use actix_web::web;
 use keel_config::Environment;
 use keel_db::Pool;
@@ -36,6 +38,7 @@ use keel_webhooks::group_commit::GroupCommit;
 use keel_webhooks::{Scheme, Verifier};
 use prometheus_client::registry::Registry;
 
+use crate::edge::{Edge, rate_limit};
 use crate::webhooks::metrics::WebhookMetrics;
 use crate::webhooks::settings::WebhooksSettings;
 use keel_outbox::RelayWaker;
@@ -61,6 +64,7 @@ pub struct Webhooks {
     sources: Arc<HashMap<String, Source>>,
     metrics: WebhookMetrics,
     waker: RelayWaker,
+    body_read_timeout: std::time::Duration,
 }
 
 impl Webhooks {
@@ -102,6 +106,7 @@ impl Webhooks {
         }
         Ok(Self {
             waker,
+            body_read_timeout: settings.body_read_timeout,
             captures: GroupCommit::start(pool, settings.group_commit),
             sources: Arc::new(sources),
             metrics: WebhookMetrics::register(registry),
@@ -109,13 +114,24 @@ impl Webhooks {
     }
 }
 
-/// Mounts `/webhooks/{source}` at the root (no authentication, no rate
-/// limit: the signature is the credential, and senders retry on 429s in
-/// ways that only delay their own data). Other methods get a 405 problem.
-pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks) {
+/// Mounts `/webhooks/{source}` at the root. No authentication: the
+/// signature is the credential. Rate limited per client address (the
+/// `webhooks` class of `[rate_limit]`, the edge's GCRA limiter: 429 +
+/// `Retry-After` past it, fail open when Redis is away), before the body is
+/// read, so a flood of unsigned or unknown-source posts costs a hash
+/// lookup, not a body buffer or a database round trip. The default budget
+/// is generous: senders such as Shopify send bursts from a few addresses,
+/// and a 429 only delays their own data. Other methods get a 405 problem.
+pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, edge: &Edge) {
+    let limiter = edge.limiter.clone();
+    let trusted_proxies = edge.trusted_proxies.clone();
     cfg.service(
         web::resource("/webhooks/{source}")
             .app_data(web::Data::new(webhooks))
+            .wrap(from_fn(move |req: ServiceRequest, next| {
+                let ip = keel_http::client_ip::of_request(req.request(), &trusted_proxies);
+                rate_limit::middleware(limiter.clone(), ip, req, next)
+            }))
             .route(web::post().to(handlers::receive))
             .default_service(web::to(method_not_allowed)),
     );

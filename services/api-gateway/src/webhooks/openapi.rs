@@ -22,6 +22,10 @@ pub struct WebhookReceipt {
 /// Receives a signed delivery. The body is verified byte for byte against
 /// the source's scheme (`shopify`, `github`, `stripe`, `standard`) and
 /// stored with its processing job; the answer never waits for processing.
+///
+/// Deliveries are rate limited per sender address (generously), before the
+/// body is read, and the body must arrive within the read deadline (10 s by
+/// default).
 #[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks", operation_id = "receive_webhook",
     params(
         ("source" = String, Path, example = "shopify", description = "A configured source, e.g. `shopify`."),
@@ -33,7 +37,9 @@ pub struct WebhookReceipt {
         (status = 400, description = "Stale or future timestamp, missing delivery id, unreadable body", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Missing or bad signature", body = Problem, content_type = PROBLEM),
         (status = 404, description = "Unknown source", body = Problem, content_type = PROBLEM),
+        (status = 408, description = "The body did not arrive within the read deadline", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body over the source's limit", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "This sender address is over its budget; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 503, description = "The webhook store is unreachable", body = Problem, content_type = PROBLEM),
     ))]
 pub fn receive_webhook() {}

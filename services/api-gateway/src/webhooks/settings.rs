@@ -31,6 +31,15 @@ pub struct WebhooksSettings {
     /// answered only after the commit that holds its delivery.
     #[serde(default)]
     pub group_commit: GroupCommitOptions,
+    /// A body still arriving this long after the request's head is cut with
+    /// 408 (slow senders hold a connection and a buffer; actix's own
+    /// `client_request_timeout` covers only the head).
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +126,13 @@ impl WebhooksSettings {
         environment: Environment,
         env: impl Fn(&str) -> Option<String> + Copy,
     ) -> Result<(), Invalid> {
+        if self.body_read_timeout.is_zero() || self.body_read_timeout > Duration::from_secs(300) {
+            return Err(Invalid::new(
+                "body_read_timeout",
+                "must be greater than zero and at most 5m",
+            )
+            .within("webhooks"));
+        }
         if !(1..=4096).contains(&self.group_commit.max_batch) {
             return Err(
                 Invalid::new("group_commit.max_batch", "must be between 1 and 4096")

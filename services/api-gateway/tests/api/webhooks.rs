@@ -2,11 +2,13 @@
 //! scheme's accepted and refused deliveries, with the status API.md names,
 //! and nothing stored for a refused one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use api_gateway::edge::rate_limit::ClassLimit;
 use keel_webhooks::Scheme;
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app_behind_proxies_with, spawn_app_with};
@@ -406,5 +408,121 @@ async fn a_stored_delivery_wakes_the_relay_without_waiting_for_its_poll() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(outbox_rows(&app).await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_address_over_its_webhook_budget_gets_a_429_problem_with_retry_after() {
+    let app = spawn_app_with(|s| {
+        configure(s);
+        s.rate_limit.classes.insert(
+            "webhooks".into(),
+            ClassLimit {
+                limit: 3,
+                period: Duration::from_secs(60),
+            },
+        );
+        // The test client plays an ingress forwarding for several senders.
+        s.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let from = |address: &str| {
+        let mut delivery = Delivery::valid(Scheme::Shopify, &delivery_id());
+        delivery
+            .headers
+            .push(("X-Forwarded-For".into(), address.to_owned()));
+        delivery
+    };
+    for _ in 0..3 {
+        assert_eq!(from("203.0.113.7").post(&app).await.status(), 200);
+    }
+    let refused = from("203.0.113.7").post(&app).await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body = problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["type"], "urn:keel:problem:rate-limited", "{body}");
+    // Another sender's budget is its own.
+    assert_eq!(from("198.51.100.9").post(&app).await.status(), 200);
+    assert_eq!(stored_events(&app).await, 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_trickled_past_the_read_deadline_is_cut_with_a_408_and_nothing_is_stored() {
+    let deadline = Duration::from_secs(1);
+    let app = spawn_app_with(|s| {
+        configure(s);
+        s.webhooks.body_read_timeout = deadline;
+    })
+    .await;
+    let delivery = Delivery::valid(Scheme::Shopify, &delivery_id());
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut head = format!(
+        "POST /webhooks/shopify HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n",
+        delivery.body.len()
+    );
+    for (name, value) in &delivery.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A slow sender: ten bytes of the body, then nothing more.
+    stream.write_all(&delivery.body[..10]).await.unwrap();
+    let sent = Instant::now();
+
+    let slack = Duration::from_secs(4);
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(deadline + slack, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "no answer (or the connection left open) {slack:?} after the deadline: {answer:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(
+        sent.elapsed() >= deadline - Duration::from_millis(100),
+        "cut before the deadline: {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(stored_events(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_are_accepted_without_a_limit_while_redis_is_unreachable() {
+    let app = spawn_app_behind_proxies_with(|s| {
+        configure(s);
+        s.rate_limit.classes.insert(
+            "webhooks".into(),
+            ClassLimit {
+                limit: 1,
+                period: Duration::from_secs(60),
+            },
+        );
+    })
+    .await;
+    app.proxies.as_ref().unwrap().redis.cut();
+    // Fail open (rate_limit.fail_open): an outage of the limiter's store
+    // must not turn senders away, even past the budget.
+    for scheme in SCHEMES {
+        let response = Delivery::valid(scheme, &delivery_id()).post(&app).await;
+        assert_eq!(response.status(), StatusCode::OK, "{scheme:?}");
+    }
+    assert_eq!(stored_events(&app).await, 4);
     app.stop().await;
 }

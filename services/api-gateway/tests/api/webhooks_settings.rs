@@ -120,3 +120,31 @@ fn group_commit_limits_come_from_the_environment_and_a_zero_batch_is_refused_nam
         .to_string();
     assert!(error.contains("webhooks.group_commit.max_batch"), "{error}");
 }
+
+#[test]
+fn the_body_read_deadline_comes_from_the_environment_and_zero_is_refused_naming_the_key() {
+    assert_eq!(
+        load(&[]).unwrap().webhooks.body_read_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    let settings = load(&[("KEEL_WEBHOOKS__BODY_READ_TIMEOUT", "3s")]).unwrap();
+    assert_eq!(
+        settings.webhooks.body_read_timeout,
+        std::time::Duration::from_secs(3)
+    );
+    let error = load(&[("KEEL_WEBHOOKS__BODY_READ_TIMEOUT", "0s")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("webhooks.body_read_timeout"), "{error}");
+}
+
+#[test]
+fn webhooks_are_limited_per_address_by_default_and_a_zero_limit_is_refused_naming_the_key() {
+    let settings = load(&[]).unwrap();
+    let limit = settings.rate_limit.classes["webhooks"];
+    assert_eq!((limit.limit, limit.period.as_secs()), (6000, 60));
+    let error = load(&[("KEEL_RATE_LIMIT__CLASSES__WEBHOOKS__LIMIT", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("rate_limit.classes.webhooks"), "{error}");
+}
