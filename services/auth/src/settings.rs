@@ -67,10 +67,19 @@ pub struct SessionSettings {
     pub grace_period: Duration,
 }
 
+/// Login throttling (ADR 0019): attempts counted before the password is
+/// checked; a client network is a /24 (IPv4) or /64 (IPv6).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ThrottleSettings {
-    pub max_failures_per_email: u32,
-    pub max_failures_per_ip: u32,
+    /// Password checks per (account, client network) within `window`.
+    pub max_failures_per_account_network: u32,
+    /// Password checks per client network across accounts within `window`.
+    pub max_failures_per_network: u32,
+    /// Failures against one account from all networks within `window` that
+    /// make a flood: past it, each network's budget for the account drops
+    /// to `max_failures_per_account_network_in_flood`. Never a lockout.
+    pub account_flood_threshold: u32,
+    pub max_failures_per_account_network_in_flood: u32,
     #[serde(with = "humantime_serde")]
     pub window: Duration,
 }
@@ -173,10 +182,28 @@ impl SessionSettings {
 
 impl ThrottleSettings {
     fn validate(&self) -> Result<(), Invalid> {
-        if self.max_failures_per_email == 0 || self.max_failures_per_ip == 0 {
-            return Err(
-                Invalid::new("max_failures_per_email", "limits must be at least 1")
-                    .within("throttle"),
+        let invalid = |key: &str, reason: &str| Err(Invalid::new(key, reason).within("throttle"));
+        for (key, limit) in [
+            (
+                "max_failures_per_account_network",
+                self.max_failures_per_account_network,
+            ),
+            ("max_failures_per_network", self.max_failures_per_network),
+            ("account_flood_threshold", self.account_flood_threshold),
+        ] {
+            if limit == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        // At least one attempt even during a flood: the owner, from a
+        // network that has not guessed, must still be able to sign in.
+        if self.max_failures_per_account_network_in_flood == 0
+            || self.max_failures_per_account_network_in_flood
+                > self.max_failures_per_account_network
+        {
+            return invalid(
+                "max_failures_per_account_network_in_flood",
+                "must be between 1 and max_failures_per_account_network",
             );
         }
         if self.window < Duration::from_secs(1) {

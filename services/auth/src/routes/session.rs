@@ -17,7 +17,8 @@ pub struct Login {
 }
 
 /// Same 401, same cost (a real argon2 verification) for an unknown email, a
-/// malformed one, a disabled account and a wrong password.
+/// malformed one, a disabled account and a wrong password; and the same
+/// throttling, so a 429 does not tell them apart either.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     req: HttpRequest,
@@ -28,9 +29,11 @@ pub async fn login(
     // client-chosen header must not pick its own throttling bucket.
     let ip = keel_http::client_ip::of_request(&req, &state.trusted_proxies);
     let email = Email::parse(&body.email).ok();
-    if let Some(email) = &email
-        && let Some(retry_after) = state.throttle.blocked(email, ip).await?
-    {
+    // Counted before the password is checked, in one atomic step: parallel
+    // guesses cannot all pass while the first ones are being verified. A
+    // failure then needs no further bookkeeping.
+    let attempt = state.throttle.attempt(email.as_ref(), ip);
+    if let Some(retry_after) = state.throttle.admit(&attempt).await? {
         return Err(ApiError::Throttled { retry_after });
     }
     let found = match &email {
@@ -44,15 +47,13 @@ pub async fn login(
             found.as_ref().map(|c| c.password_hash.as_str()),
         )
         .await?;
-    let (Some(email), Some(found), Verified::Yes | Verified::YesNeedsRehash) =
-        (email.as_ref(), found, verified)
-    else {
-        return Err(failed(&state, email.as_ref(), ip).await);
+    let (Some(found), Verified::Yes | Verified::YesNeedsRehash) = (found, verified) else {
+        return Err(ApiError::InvalidCredentials);
     };
     if found.user.disabled {
-        return Err(failed(&state, Some(email), ip).await);
+        return Err(ApiError::InvalidCredentials);
     }
-    state.throttle.reset(email).await?;
+    state.throttle.succeeded(&attempt).await?;
     if verified == Verified::YesNeedsRehash {
         let hash = state.hasher.hash(&body.password).await?;
         state.users.set_password_hash(found.user.id, &hash).await?;
@@ -69,21 +70,6 @@ pub async fn login(
         .map_err(anyhow::Error::from)?;
     tracing::info!(user_id = %found.user.id, session_id = %sid, "logged in");
     Ok(HttpResponse::Ok().insert_header(no_store()).json(pair))
-}
-
-/// Counts the failure; the attempt that reaches the limit already answers 429.
-async fn failed(state: &AppState, email: Option<&Email>, ip: Option<std::net::IpAddr>) -> ApiError {
-    let Some(email) = email else {
-        return ApiError::InvalidCredentials;
-    };
-    if let Err(e) = state.throttle.record_failure(email, ip).await {
-        return e.into();
-    }
-    match state.throttle.blocked(email, ip).await {
-        Ok(Some(retry_after)) => ApiError::Throttled { retry_after },
-        Ok(None) => ApiError::InvalidCredentials,
-        Err(e) => e.into(),
-    }
 }
 
 fn no_store() -> (header::HeaderName, &'static str) {

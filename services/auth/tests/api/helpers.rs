@@ -174,6 +174,19 @@ impl TestApp {
         .await
     }
 
+    /// A login attributed to client address `from`: the test connects over
+    /// loopback, a trusted proxy by default, so auth believes the
+    /// `X-Forwarded-For` it appends, as it believes the gateway's.
+    pub async fn login_from(&self, from: &str, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("request reaches auth")
+    }
+
     /// Registers and logs in; returns the token pair.
     pub async fn signed_in(&self, email: &str) -> Tokens {
         self.register(email).await;
