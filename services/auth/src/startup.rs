@@ -34,7 +34,7 @@ pub enum StartupError {
     #[error("cannot prepare password hashing: {0}")]
     Hasher(#[from] crate::passwords::HashError),
     #[error("cannot bootstrap the admin account: {0}")]
-    Bootstrap(String),
+    Bootstrap(#[from] crate::admin::AdminError),
 }
 
 /// Every migration set applied to the auth's schema, in order.
@@ -187,7 +187,8 @@ pub fn build_state(
 }
 
 /// Creates the admin named by `KEEL_BOOTSTRAP_ADMIN_EMAIL` and
-/// `KEEL_BOOTSTRAP_ADMIN_PASSWORD` when both are set (idempotent).
+/// `KEEL_BOOTSTRAP_ADMIN_PASSWORD` when both are set (idempotent), or
+/// promotes the existing account when that password is its own.
 async fn bootstrap_admin(state: &AppState) -> Result<(), StartupError> {
     let (Ok(email), Ok(password)) = (
         std::env::var("KEEL_BOOTSTRAP_ADMIN_EMAIL"),
@@ -195,9 +196,10 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), StartupError> {
     ) else {
         return Ok(());
     };
-    let outcome = crate::admin::ensure_admin(&state.users, &state.hasher, &email, &password)
-        .await
-        .map_err(|e| StartupError::Bootstrap(format!("{e:?}")))?;
+    // An account that exists with another password stops the start: the
+    // runtime logs the one-line reason and exits 1.
+    let outcome =
+        crate::admin::ensure_admin(&state.users, &state.hasher, &email, &password).await?;
     tracing::info!(?outcome, "bootstrap admin ensured");
     Ok(())
 }
@@ -211,7 +213,5 @@ pub async fn create_admin(
     let pool =
         keel_db::connect_and_migrate(&settings.database, SCHEMA, SERVICE, &migrations()).await?;
     let hasher = Hasher::new(&settings.passwords)?;
-    crate::admin::ensure_admin(&Users::new(pool), &hasher, email, password)
-        .await
-        .map_err(|e| StartupError::Bootstrap(format!("{e:?}")))
+    Ok(crate::admin::ensure_admin(&Users::new(pool), &hasher, email, password).await?)
 }
