@@ -63,6 +63,12 @@ impl Backing {
             ),
             ("KEEL_TELEMETRY__FORMAT".into(), "json".into()),
             ("KEEL_TELEMETRY__FILTER".into(), "info".into()),
+            // auth's development signing key: in this run's folder, never in
+            // the crate folder the test runs from.
+            (
+                "KEEL_TOKENS__DEV_KEY_DIR".into(),
+                self.logs.join("keys").display().to_string(),
+            ),
         ]
     }
 
