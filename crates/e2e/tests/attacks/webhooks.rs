@@ -439,11 +439,13 @@ async fn replayed_redated_and_forged_webhooks_are_refused() {
                         .send()
                         .await
                         .unwrap();
-                    // Unknown (404), or the source under another spelling whose
-                    // signature fails (401): never accepted.
+                    // Unknown (404), the source under another spelling whose
+                    // signature fails (401), or a path refused as not
+                    // canonical (400, an encoded separator): never accepted.
                     match answer.status().as_u16() {
                         404 => expect_problem(answer, 404, "webhook-unknown-source").await,
                         401 => expect_problem(answer, 401, "webhook-bad-signature").await,
+                        400 => expect_problem(answer, 400, "invalid-path").await,
                         other => panic!(
                             "answered {other}: {}",
                             answer.text().await.unwrap_or_default()
