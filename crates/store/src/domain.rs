@@ -35,12 +35,49 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-/// A status change the state machine does not allow.
+/// A status change the state machine does not allow, whoever asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an order cannot go from {from} to {to}")]
 pub struct IllegalTransition {
     pub from: OrderStatus,
     pub to: OrderStatus,
+}
+
+/// A status change the state machine allows but a customer may not make:
+/// `paid` and `fulfilled` come from the payment and fulfilment webhooks or
+/// an admin, and a paid order is cancelled by an admin (it needs a refund).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub struct ForbiddenTransition {
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+}
+
+impl std::fmt::Display for ForbiddenTransition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("customers may only cancel their own pending order; ")?;
+        match self.to {
+            OrderStatus::Cancelled => write!(
+                f,
+                "this one is {}, and only an admin can cancel it",
+                self.from
+            ),
+            to => write!(
+                f,
+                "{to} is set by the payment and fulfilment webhooks or an admin"
+            ),
+        }
+    }
+}
+
+/// Why a status change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// Nobody may make it (HTTP 409).
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// Someone may, but not a customer (HTTP 403).
+    #[error(transparent)]
+    Forbidden(#[from] ForbiddenTransition),
 }
 
 impl OrderStatus {
@@ -75,6 +112,24 @@ impl OrderStatus {
             (Pending, Paid) | (Paid, Fulfilled) | (Pending | Paid, Cancelled) => Ok(to),
             _ => Err(IllegalTransition { from: self, to }),
         }
+    }
+
+    /// Checks `self → to` asked for by the order's owner, a customer: only
+    /// `pending → cancelled` is theirs. What nobody may do stays an
+    /// [`IllegalTransition`]; what only an admin or a webhook may do is a
+    /// [`ForbiddenTransition`]. A status other than `cancelled` is
+    /// forbidden whatever the current one, so the answer does not depend on
+    /// the order's state.
+    pub fn customer_transition_to(self, to: OrderStatus) -> Result<OrderStatus, TransitionError> {
+        let forbidden = ForbiddenTransition { from: self, to };
+        if to != OrderStatus::Cancelled {
+            return Err(forbidden.into());
+        }
+        self.transition_to(to)?;
+        if self != OrderStatus::Pending {
+            return Err(forbidden.into());
+        }
+        Ok(to)
     }
 }
 
@@ -214,7 +269,8 @@ impl Email {
     }
 }
 
-/// The sender's own reference for an order (unique per source).
+/// The sender's own reference for an order: unique per customer for API
+/// orders, per source for webhook orders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalId(String);
 
@@ -312,6 +368,15 @@ pub struct ExternalOrder {
     pub items: Vec<NewItem>,
     pub total_cents: TotalCents,
     pub customer_email: Option<Email>,
+}
+
+/// A payment a provider confirmed: what it collected, in minor units of
+/// `currency` as Keel counts them (the exponent of ISO 4217). Marks an
+/// order paid only when both match the order ([`crate::orders::mark_paid`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub amount_cents: i64,
+    pub currency: Currency,
 }
 
 /// An order total in minor units: 0 to 10^15 (the largest total an API
@@ -507,6 +572,8 @@ impl Order {
 pub enum Scope {
     /// Admins and internal callers (the worker).
     All,
+    /// A customer: their own orders only, and in status changes only what
+    /// [`OrderStatus::customer_transition_to`] allows.
     User(Uuid),
 }
 
@@ -530,6 +597,45 @@ mod tests {
                 assert_eq!(ok, allowed.contains(&(from, to)), "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn a_customer_may_only_cancel_a_pending_order() {
+        use OrderStatus::*;
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                let answer = from.customer_transition_to(to);
+                let expected = match (from, to) {
+                    (Pending, Cancelled) => Ok(Cancelled),
+                    // Legal for an admin, not for a customer.
+                    (Paid, Cancelled) => Err(ForbiddenTransition { from, to }.into()),
+                    // Illegal for anybody.
+                    (_, Cancelled) => Err(IllegalTransition { from, to }.into()),
+                    _ => Err(ForbiddenTransition { from, to }.into()),
+                };
+                assert_eq!(answer, expected, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_forbidden_transition_says_what_a_customer_may_do() {
+        let paid = ForbiddenTransition {
+            from: OrderStatus::Pending,
+            to: OrderStatus::Paid,
+        };
+        assert_eq!(
+            paid.to_string(),
+            "customers may only cancel their own pending order; paid is set by the payment and fulfilment webhooks or an admin"
+        );
+        let cancel = ForbiddenTransition {
+            from: OrderStatus::Paid,
+            to: OrderStatus::Cancelled,
+        };
+        assert_eq!(
+            cancel.to_string(),
+            "customers may only cancel their own pending order; this one is paid, and only an admin can cancel it"
+        );
     }
 
     #[test]

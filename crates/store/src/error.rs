@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use crate::domain::IllegalTransition;
+use crate::domain::{ForbiddenTransition, IllegalTransition, Payment, TransitionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,7 +10,23 @@ pub enum Error {
     NotFound,
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
-    /// `(source, external_id)` is already taken.
+    /// A customer asked for a change only an admin or a webhook may make.
+    #[error(transparent)]
+    ForbiddenTransition(#[from] ForbiddenTransition),
+    /// A confirmed payment that is not the order's amount or currency: the
+    /// order is not marked paid.
+    #[error(
+        "amount {paid} {paid_currency} does not match the order's total {total} {currency}",
+        paid = .paid.amount_cents,
+        paid_currency = .paid.currency.as_str()
+    )]
+    PaymentMismatch {
+        paid: Payment,
+        total: i64,
+        currency: String,
+    },
+    /// The external_id is already taken: by this customer (API orders), or
+    /// in this source (webhook orders).
     #[error("an order with this external_id already exists")]
     DuplicateExternalId,
     #[error("the cursor is not one this API issued")]
@@ -34,11 +50,27 @@ impl Error {
     }
 }
 
+impl From<TransitionError> for Error {
+    fn from(error: TransitionError) -> Self {
+        match error {
+            TransitionError::Illegal(e) => Error::IllegalTransition(e),
+            TransitionError::Forbidden(e) => Error::ForbiddenTransition(e),
+        }
+    }
+}
+
+/// The unique indexes on `external_id` (migration 3): the one constraint a
+/// caller can trip with valid input.
+const EXTERNAL_ID_INDEXES: [&str; 2] = ["orders_api_external_id", "orders_webhook_external_id"];
+
 impl From<tokio_postgres::Error> for Error {
     fn from(error: tokio_postgres::Error) -> Self {
         let error = keel_db::Error::from(error);
-        // The one constraint a caller can trip with valid input.
-        if error.is_unique_violation() && error.constraint() == Some("orders_source_external_id") {
+        if error.is_unique_violation()
+            && error
+                .constraint()
+                .is_some_and(|name| EXTERNAL_ID_INDEXES.contains(&name))
+        {
             Error::DuplicateExternalId
         } else {
             Error::Database(error)

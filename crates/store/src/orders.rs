@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::cursor::Cursor;
 use crate::domain::{
-    ExternalOrder, FulfillmentStatus, NewItem, NewOrder, Order, OrderItem, OrderStatus, Scope,
+    ExternalOrder, FulfillmentStatus, NewItem, NewOrder, Order, OrderItem, OrderStatus, Payment,
+    Scope,
 };
 use crate::{Error, Result};
 
@@ -142,6 +143,9 @@ pub enum Change {
     Updated,
     /// The order already said this: nothing written, no event.
     Unchanged,
+    /// The sender's version was not newer than the stored one (`stored`):
+    /// nothing written, no event.
+    Stale { stored: Option<DateTime<Utc>> },
 }
 
 /// An order after a worker's write, and whether that write changed it.
@@ -154,8 +158,14 @@ pub struct Applied {
 impl Applied {
     /// Whether the write changed the order (caches must then be told).
     pub fn changed(&self) -> bool {
-        self.change != Change::Unchanged
+        matches!(self.change, Change::Created | Change::Updated)
     }
+}
+
+/// [`upsert_external_as_of`] of a version the sender did not give: it
+/// applies only while no versioned write has reached the order.
+pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Result<Applied> {
+    upsert_external_as_of(tx, order, None).await
 }
 
 /// Creates the order, or brings the existing one with the same
@@ -166,7 +176,21 @@ impl Applied {
 /// the caller's transaction; the caller commits, then wakes the relays
 /// (the rows carry no NOTIFY, like every write of this worker-facing group:
 /// [`mark_paid`], [`record_fulfillment`]).
-pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Result<Applied> {
+///
+/// `version` is the sender's version of the order (Shopify's `updated_at`).
+/// An existing order is touched only by a strictly newer one, or while it
+/// has none ([`Change::Stale`] otherwise: nothing written). An equal
+/// version is the same version again, so it changes nothing either; and
+/// no version never overwrites a known one. The check is part of the
+/// `UPDATE`'s `WHERE`, so it holds against concurrent writers too: a
+/// writer blocked on the row re-checks it against the committed newer
+/// version. A newer version with the same content still records itself,
+/// so an older one with other content cannot follow it in.
+pub async fn upsert_external_as_of(
+    tx: &Transaction<'_>,
+    order: &ExternalOrder,
+    version: Option<DateTime<Utc>>,
+) -> Result<Applied> {
     let external_id = &order.external_id;
     let source = order.source.as_string();
     // A concurrent insert of the same key (another event about the same
@@ -176,9 +200,9 @@ pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Res
     let id = Uuid::now_v7();
     let insert = tx
         .prepare_cached(
-            "INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source) \
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) \
-             ON CONFLICT (source, external_id) WHERE external_id IS NOT NULL DO NOTHING \
+            "INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source, source_updated_at) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (source, external_id) WHERE source <> 'api' AND external_id IS NOT NULL DO NOTHING \
              RETURNING id",
         )
         .await?;
@@ -194,6 +218,7 @@ pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Res
                 // Webhook orders belong to no Keel user.
                 &None::<Uuid>,
                 &source,
+                &version,
             ],
         )
         .await?;
@@ -212,15 +237,39 @@ pub async fn upsert_external(tx: &Transaction<'_>, order: &ExternalOrder) -> Res
         });
     }
 
-    let lock = tx
-        .prepare_cached("SELECT id FROM orders WHERE source = $1 AND external_id = $2 FOR UPDATE")
+    // Locks the row and records the version in one statement, only if it
+    // is newer (`NULL < $3` is not true: no version never passes a known
+    // one; a stored NULL lets anything in).
+    let claim = tx
+        .prepare_cached(
+            "UPDATE orders SET source_updated_at = coalesce($3, source_updated_at) \
+             WHERE source = $1 AND external_id = $2 \
+               AND (source_updated_at IS NULL OR source_updated_at < $3) \
+             RETURNING id",
+        )
         .await?;
-    let existing: Uuid = tx
-        .query_opt(&lock, &[&source, &external_id.as_str()])
-        .await?
-        // Deleted between the conflict and the lock: nothing to update.
-        .ok_or(Error::NotFound)?
-        .try_get(0)?;
+    let claimed = tx
+        .query_opt(&claim, &[&source, &external_id.as_str(), &version])
+        .await?;
+    let Some(claimed) = claimed else {
+        let stored = tx
+            .prepare_cached(
+                "SELECT id, source_updated_at FROM orders WHERE source = $1 AND external_id = $2",
+            )
+            .await?;
+        // Missing: deleted between the conflict and the claim.
+        let row = tx
+            .query_opt(&stored, &[&source, &external_id.as_str()])
+            .await?
+            .ok_or(Error::NotFound)?;
+        return Ok(Applied {
+            order: get(tx, row.try_get(0)?, Scope::All).await?,
+            change: Change::Stale {
+                stored: row.try_get(1)?,
+            },
+        });
+    };
+    let existing: Uuid = claimed.try_get(0)?;
     let current = get(tx, existing, Scope::All).await?;
     if same_content(&current, order) {
         return Ok(Applied {
@@ -309,13 +358,31 @@ async fn emit_updated(
     emit(tx, event, notify).await
 }
 
-/// Marks an order paid (a payment provider confirmed it). An order already
+/// Marks an order paid (a payment provider confirmed `payment`). A payment
+/// of another amount or currency than the order's is an
+/// [`Error::PaymentMismatch`], whatever the order's status: the order is
+/// not paid by it, and the mismatch must reach someone. An order already
 /// `paid` or `fulfilled` is left as it is ([`Change::Unchanged`]: the
 /// confirmation arrived twice, or after fulfilment); a `cancelled` one is
 /// an [`Error::IllegalTransition`]; a missing one [`Error::NotFound`].
 /// Runs in the caller's transaction; wake the relays after commit.
-pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid) -> Result<Applied> {
-    let current = lock_status(tx, id, Scope::All).await?;
+pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid, payment: &Payment) -> Result<Applied> {
+    let lock = tx
+        .prepare_cached("SELECT status, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE")
+        .await?;
+    let row = tx.query_opt(&lock, &[&id]).await?.ok_or(Error::NotFound)?;
+    let status: String = row.try_get(0)?;
+    let current =
+        OrderStatus::parse(&status).map_err(|_| Error::Corrupt(format!("status {status}")))?;
+    let total: i64 = row.try_get(1)?;
+    let currency: String = row.try_get(2)?;
+    if payment.amount_cents != total || payment.currency.as_str() != currency {
+        return Err(Error::PaymentMismatch {
+            paid: payment.clone(),
+            total,
+            currency,
+        });
+    }
     if matches!(current, OrderStatus::Paid | OrderStatus::Fulfilled) {
         return Ok(Applied {
             order: get(tx, id, Scope::All).await?,
@@ -466,6 +533,13 @@ pub async fn list(client: &impl GenericClient, scope: Scope, query: &ListQuery) 
 /// `order.updated` with the previous status. The row is locked while the
 /// transition is checked, so two concurrent changes cannot both pass the
 /// check against the same old status.
+///
+/// `Scope::User` is a customer acting on their own order: someone else's
+/// is [`Error::NotFound`] before anything else is said about it, and then
+/// only `pending → cancelled` passes
+/// ([`OrderStatus::customer_transition_to`]; [`Error::ForbiddenTransition`]
+/// for what an admin or a webhook may do instead). `Scope::All` (an admin)
+/// may make any legal transition.
 pub async fn update_status(
     client: &mut Client,
     id: Uuid,
@@ -477,6 +551,8 @@ pub async fn update_status(
 
 /// Cancels (soft: the order stays, with status `cancelled`). Cancelling a
 /// cancelled order changes nothing and succeeds, so DELETE is idempotent.
+/// The rules of [`update_status`] apply: a customer cancels only their own
+/// pending order.
 pub async fn cancel(client: &mut Client, id: Uuid, scope: Scope) -> Result<Order> {
     transition(client, id, scope, OrderStatus::Cancelled, true).await
 }
@@ -495,7 +571,10 @@ async fn transition(
         tx.commit().await?;
         return Ok(order);
     }
-    current.transition_to(next)?;
+    match scope {
+        Scope::User(_) => current.customer_transition_to(next)?,
+        Scope::All => current.transition_to(next)?,
+    };
     let order = set_status(&tx, id, current, next, Notify::InTransaction).await?;
     tx.commit().await?;
     Ok(order)

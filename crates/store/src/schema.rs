@@ -85,5 +85,34 @@ ALTER TABLE orders ADD COLUMN fulfillment_status text
     CHECK (fulfillment_status ~ '^[a-z_]{1,32}$');
 "#,
         },
+        Migration {
+            version: 3,
+            name: "orders_external_id_per_customer",
+            sql: r#"
+-- An API order's external_id is its customer's own reference: unique per
+-- customer, so one customer's reference neither blocks nor reveals
+-- another's (a global index answered Bob 409 for Alice's reference).
+-- Webhook orders stay unique per source: the worker upserts on it.
+DROP INDEX orders_source_external_id;
+CREATE UNIQUE INDEX orders_api_external_id
+    ON orders (user_id, external_id)
+    WHERE source = 'api' AND external_id IS NOT NULL;
+CREATE UNIQUE INDEX orders_webhook_external_id
+    ON orders (source, external_id)
+    WHERE source <> 'api' AND external_id IS NOT NULL;
+"#,
+        },
+        Migration {
+            version: 4,
+            name: "orders_source_updated_at",
+            sql: r#"
+-- The sender's version of a webhook order (Shopify's `updated_at`): an
+-- upsert applies only a strictly newer version, so a late retry, a replay
+-- or a captured body re-sent never rolls the order back. NULL: unknown
+-- (API orders, or a payload without one), which never overwrites a known
+-- version.
+ALTER TABLE orders ADD COLUMN source_updated_at timestamptz;
+"#,
+        },
     ],
 };

@@ -1,10 +1,12 @@
 //! Orders applied from third parties (the worker's writes) against a real
-//! PostgreSQL: upsert by `(source, external_id)`, payment, fulfilment.
+//! PostgreSQL: upsert by `(source, external_id)` and the sender's version,
+//! payment (for the order's amount and currency only), fulfilment.
 #![allow(clippy::unwrap_used)]
 
+use chrono::{DateTime, Utc};
 use keel_store::domain::{
-    Currency, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, OrderStatus, Quantity, Scope,
-    Sku, Source, TotalCents, UnitPriceCents,
+    Currency, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, OrderStatus, Payment,
+    Quantity, Scope, Sku, Source, TotalCents, UnitPriceCents,
 };
 use keel_store::orders::{self, Change};
 use keel_testkit::database::TestDatabase;
@@ -30,6 +32,17 @@ fn order(total: i64) -> ExternalOrder {
         total_cents: TotalCents::parse(total).unwrap(),
         customer_email: None,
     }
+}
+
+fn usd(amount_cents: i64) -> Payment {
+    Payment {
+        amount_cents,
+        currency: Currency::parse("USD").unwrap(),
+    }
+}
+
+fn at(text: &str) -> Option<DateTime<Utc>> {
+    Some(text.parse().unwrap())
 }
 
 async fn events(db: &TestDatabase, message_type: &str) -> i64 {
@@ -88,8 +101,14 @@ async fn payment_and_fulfilment_change_an_order_once_and_refuse_what_cannot_appl
         .id;
     let pending = FulfillmentStatus::parse("pending").unwrap();
     let changes = [
-        orders::mark_paid(&tx, id).await.unwrap().change,
-        orders::mark_paid(&tx, id).await.unwrap().change,
+        orders::mark_paid(&tx, id, &usd(19_900))
+            .await
+            .unwrap()
+            .change,
+        orders::mark_paid(&tx, id, &usd(19_900))
+            .await
+            .unwrap()
+            .change,
         orders::record_fulfillment(&tx, id, &pending)
             .await
             .unwrap()
@@ -121,7 +140,7 @@ async fn payment_and_fulfilment_change_an_order_once_and_refuse_what_cannot_appl
     assert_eq!(events(&db, "order.updated").await, 2);
 
     let tx = client.transaction().await.unwrap();
-    let missing = orders::mark_paid(&tx, uuid::Uuid::now_v7()).await;
+    let missing = orders::mark_paid(&tx, uuid::Uuid::now_v7(), &usd(1)).await;
     assert!(matches!(missing, Err(keel_store::Error::NotFound)));
 }
 
@@ -139,6 +158,149 @@ async fn a_cancelled_order_cannot_be_paid() {
     orders::cancel(&mut client, id, Scope::All).await.unwrap();
 
     let tx = client.transaction().await.unwrap();
-    let paid = orders::mark_paid(&tx, id).await;
+    let paid = orders::mark_paid(&tx, id, &usd(100)).await;
     assert!(matches!(paid, Err(keel_store::Error::IllegalTransition(_))));
+}
+
+#[tokio::test]
+async fn a_payment_of_another_amount_or_currency_is_refused_and_changes_nothing() {
+    let db = database().await;
+    let mut client = db.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let id = orders::upsert_external(&tx, &order(19_900))
+        .await
+        .unwrap()
+        .order
+        .id;
+    tx.commit().await.unwrap();
+    let eur = Payment {
+        amount_cents: 19_900,
+        currency: Currency::parse("EUR").unwrap(),
+    };
+
+    for (payment, message) in [
+        (
+            usd(500),
+            "amount 500 USD does not match the order's total 19900 USD",
+        ),
+        (
+            eur,
+            "amount 19900 EUR does not match the order's total 19900 USD",
+        ),
+    ] {
+        let tx = client.transaction().await.unwrap();
+        let error = orders::mark_paid(&tx, id, &payment).await.unwrap_err();
+        assert!(
+            matches!(error, keel_store::Error::PaymentMismatch { .. }),
+            "{error}"
+        );
+        assert_eq!(error.to_string(), message);
+    }
+
+    let stored = orders::get(&client, id, Scope::All).await.unwrap();
+    assert_eq!(stored.status, OrderStatus::Pending);
+    assert_eq!(events(&db, "order.updated").await, 0);
+}
+
+#[tokio::test]
+async fn only_a_strictly_newer_version_of_an_external_order_changes_it() {
+    let db = database().await;
+    let mut client = db.pool().get().await.unwrap();
+    let upsert =
+        async |client: &mut keel_db::Client, total: i64, version: Option<DateTime<Utc>>| {
+            let tx = client.transaction().await.unwrap();
+            let applied = orders::upsert_external_as_of(&tx, &order(total), version)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            applied
+        };
+
+    let created = upsert(&mut client, 100, at("2026-01-01T10:00:00Z")).await;
+    let changes = [
+        created.change,
+        upsert(&mut client, 300, at("2026-01-01T12:00:00Z"))
+            .await
+            .change,
+        // Older, equal, and no version at all: none passes the stored one.
+        upsert(&mut client, 200, at("2026-01-01T11:00:00Z"))
+            .await
+            .change,
+        upsert(&mut client, 250, at("2026-01-01T12:00:00Z"))
+            .await
+            .change,
+        upsert(&mut client, 400, None).await.change,
+        // Newer with the same content: recorded, nothing else changes...
+        upsert(&mut client, 300, at("2026-01-01T13:00:00Z"))
+            .await
+            .change,
+        // ...so what lies between can no longer follow it in.
+        upsert(&mut client, 200, at("2026-01-01T12:30:00Z"))
+            .await
+            .change,
+    ];
+
+    let stale = Change::Stale {
+        stored: at("2026-01-01T12:00:00Z"),
+    };
+    assert_eq!(
+        changes,
+        [
+            Change::Created,
+            Change::Updated,
+            stale,
+            stale,
+            stale,
+            Change::Unchanged,
+            Change::Stale {
+                stored: at("2026-01-01T13:00:00Z")
+            },
+        ]
+    );
+    let id = created.order.id;
+    let stored = orders::get(&client, id, Scope::All).await.unwrap();
+    assert_eq!(stored.total_cents, 300);
+    assert_eq!(events(&db, "order.updated").await, 1);
+}
+
+#[tokio::test]
+async fn an_older_version_waiting_on_a_newer_ones_lock_is_stale_once_that_commits() {
+    let db = database().await;
+    let mut a = db.pool().get().await.unwrap();
+    let mut b = db.pool().get().await.unwrap();
+    let setup = a.transaction().await.unwrap();
+    orders::upsert_external_as_of(&setup, &order(100), at("2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    setup.commit().await.unwrap();
+
+    let newer = a.transaction().await.unwrap();
+    orders::upsert_external_as_of(&newer, &order(300), at("2026-01-01T12:00:00Z"))
+        .await
+        .unwrap();
+    // Read before the newer one commits, the stored version (10:00) would
+    // let the older one (11:00) in: the check must be made on the row the
+    // newer transaction leaves.
+    let older = tokio::spawn(async move {
+        let tx = b.transaction().await.unwrap();
+        let applied = orders::upsert_external_as_of(&tx, &order(200), at("2026-01-01T11:00:00Z"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        applied
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!older.is_finished(), "the older upsert waits for the newer");
+    newer.commit().await.unwrap();
+    let older = older.await.unwrap();
+
+    assert_eq!(
+        older.change,
+        Change::Stale {
+            stored: at("2026-01-01T12:00:00Z")
+        }
+    );
+    assert_eq!(older.order.total_cents, 300);
+    let stored = orders::get(&a, older.order.id, Scope::All).await.unwrap();
+    assert_eq!(stored.total_cents, 300);
 }

@@ -11,7 +11,8 @@
 //!   redelivery, a replay) never apply it twice, and the second sees the
 //!   first's outcome once it gets the lock. A lock wait that times out is
 //!   [`ProcessError::is_lock_timeout`], for the caller to retry;
-//! - [`finish`] records `processed` or `ignored` in that transaction;
+//! - [`finish`] records `processed` or `ignored` in that transaction
+//!   ([`finish_with_note`]: with the reason an event was ignored);
 //! - [`record_failure`] counts a failed attempt, keeps its error and, after
 //!   the last attempt (or a permanent error), marks the event `failed`.
 
@@ -62,7 +63,8 @@ pub enum Status {
     Received,
     /// Applied.
     Processed,
-    /// Stored only: nothing in Keel acts on this source or topic.
+    /// Stored only: nothing in Keel acts on this source or topic, or the
+    /// handler decided it changes nothing (`last_error` then says why).
     Ignored,
     /// The last attempt failed, or the event can never apply.
     Failed,
@@ -189,14 +191,35 @@ pub async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<StoredEvent>>
 /// attempt, no error. Call inside the transaction that applied the event
 /// (after [`lock`]), so the outcome commits with the changes it names.
 pub async fn finish(tx: &Transaction<'_>, id: Uuid, outcome: Outcome) -> Result<()> {
+    finish_noted(tx, id, outcome, None).await
+}
+
+/// [`finish`], keeping `note` in `last_error`: why a handler ignored an
+/// event it could have applied (an order update older than the stored
+/// one), for the admin who lists events. Not an error: the event is done.
+pub async fn finish_with_note(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    outcome: Outcome,
+    note: &str,
+) -> Result<()> {
+    finish_noted(tx, id, outcome, Some(truncate(note, MAX_ERROR_LEN))).await
+}
+
+async fn finish_noted(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    outcome: Outcome,
+    note: Option<&str>,
+) -> Result<()> {
     let statement = tx
         .prepare_cached(
             "UPDATE webhook_events \
-             SET status = $2, processed_at = now(), attempts = attempts + 1, last_error = NULL \
+             SET status = $2, processed_at = now(), attempts = attempts + 1, last_error = $3 \
              WHERE id = $1",
         )
         .await?;
-    tx.execute(&statement, &[&id, &outcome.status().as_str()])
+    tx.execute(&statement, &[&id, &outcome.status().as_str(), &note])
         .await?;
     Ok(())
 }

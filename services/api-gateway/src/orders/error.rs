@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
 use keel_http::{FieldError, Problem};
-use keel_store::domain::{IllegalTransition, Invalid};
+use keel_store::domain::{ForbiddenTransition, IllegalTransition, Invalid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrdersError {
@@ -18,6 +18,9 @@ pub enum OrdersError {
     Body(Box<Problem>),
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
+    /// A customer asked for a status only an admin or a webhook may set.
+    #[error(transparent)]
+    ForbiddenTransition(#[from] ForbiddenTransition),
     #[error("external_id already used")]
     DuplicateExternalId,
     #[error("Idempotency-Key reused with a different request")]
@@ -57,6 +60,12 @@ impl OrdersError {
                 "Illegal Status Transition",
             )
             .with_detail(t.to_string()),
+            // The same type and title as every other 403 (`require_admin`);
+            // the detail says what a customer may do.
+            OrdersError::ForbiddenTransition(t) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                    .with_detail(t.to_string())
+            }
             OrdersError::DuplicateExternalId => Problem::new(
                 StatusCode::CONFLICT,
                 "duplicate-external-id",
@@ -89,6 +98,7 @@ impl From<keel_store::Error> for OrdersError {
         match error {
             keel_store::Error::NotFound => OrdersError::NotFound,
             keel_store::Error::IllegalTransition(t) => OrdersError::IllegalTransition(t),
+            keel_store::Error::ForbiddenTransition(t) => OrdersError::ForbiddenTransition(t),
             keel_store::Error::DuplicateExternalId => OrdersError::DuplicateExternalId,
             keel_store::Error::InvalidCursor => {
                 OrdersError::invalid("cursor", "is not a cursor this API issued")

@@ -268,7 +268,21 @@ pub struct StatusChange {
     status: String,
 }
 
-/// `PATCH /orders/{id}` `{status}`: a state-machine transition (409 if illegal).
+/// `PATCH /orders/{id}` `{status}`: a state-machine transition.
+///
+/// - Someone else's order (or none): 404, whatever the status asked for,
+///   so the answer never tells a customer that an id exists.
+/// - A customer may only cancel their own pending order. Any other status
+///   (`paid` and `fulfilled` come from the payment and fulfilment webhooks
+///   or an admin) is 403 `forbidden`, whatever the order's state; so is
+///   cancelling a paid order, which an admin may do (a refund follows).
+/// - What nobody may do (cancelling a fulfilled or cancelled order,
+///   `pending → fulfilled`) is 409 `illegal-transition`, for admins and
+///   customers alike: a 403 would suggest that someone else could.
+/// - An admin may make any legal transition.
+///
+/// Only a committed change is written through to the cache; a refusal
+/// rolls back and leaves every cached copy as it is.
 pub async fn update(
     req: HttpRequest,
     caller: Caller,
@@ -287,7 +301,9 @@ pub async fn update(
     }
 }
 
-/// `DELETE /orders/{id}`: cancels (the order stays, `cancelled`) → 204.
+/// `DELETE /orders/{id}`: cancels (the order stays, `cancelled`) → 204;
+/// again → 204. The rules of [`update`] apply: a customer cancels only
+/// their own pending order (a paid one → 403, a fulfilled one → 409).
 pub async fn cancel(
     caller: Caller,
     orders: web::Data<Orders>,

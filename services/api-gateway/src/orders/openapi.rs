@@ -62,7 +62,7 @@ pub struct NewOrder {
     pub currency: String,
     #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<OrderItem>,
-    /// Your own reference; unique per source (409 when reused).
+    /// Your own reference; unique among your orders (409 when reused).
     #[schema(nullable = false, min_length = 1, max_length = 255)]
     pub external_id: Option<String>,
     #[schema(nullable = false, format = Email)]
@@ -134,6 +134,9 @@ pub fn list_orders() {}
 pub fn get_order() {}
 
 /// Moves an order along `pending → paid → fulfilled`, or to `cancelled`.
+///
+/// Customers may only cancel their own pending order; `paid` and
+/// `fulfilled` come from the payment and fulfilment webhooks or an admin.
 #[utoipa::path(patch, path = "/api/v1/orders/{id}", tag = "orders", operation_id = "update_order",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
@@ -142,8 +145,9 @@ pub fn get_order() {}
         (status = 200, description = "The changed order", body = Order, headers(("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "A status a customer may not set: anything but `cancelled`, or cancelling a paid order", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such order (or not yours)", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "Illegal transition", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Illegal transition, whoever asks", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
         (status = 422, description = "Unknown status", body = Problem, content_type = PROBLEM),
         (status = 429, description = "Rate limited", body = Problem, content_type = PROBLEM),
@@ -152,12 +156,15 @@ pub fn get_order() {}
 pub fn update_order() {}
 
 /// Cancels an order (it stays, with status `cancelled`); repeating is harmless.
+///
+/// Customers may only cancel their own pending order.
 #[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "orders", operation_id = "cancel_order",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 204, description = "Cancelled"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "A customer cancelling a paid order (an admin may)", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such order (or not yours)", body = Problem, content_type = PROBLEM),
         (status = 409, description = "Already fulfilled", body = Problem, content_type = PROBLEM),
         (status = 429, description = "Rate limited", body = Problem, content_type = PROBLEM),

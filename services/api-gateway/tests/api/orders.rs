@@ -136,21 +136,6 @@ async fn a_wrongly_typed_field_is_named_too() {
 }
 
 #[tokio::test]
-async fn an_external_id_can_be_used_once() {
-    let env = OrdersEnv::new().await;
-    let app = env.spawn().await;
-    let mut body = sample_order();
-    body["external_id"] = json!("shop-42");
-
-    assert_eq!(app.create(As::customer(), &body).await.status(), 201);
-    let again = app.create(As::customer(), &body).await;
-
-    assert_eq!(again.status(), 409);
-    let problem: Value = again.json().await.unwrap();
-    assert_eq!(problem["type"], "urn:keel:problem:duplicate-external-id");
-}
-
-#[tokio::test]
 async fn someone_elses_order_is_not_found() {
     let env = OrdersEnv::new().await;
     let app = env.spawn().await;
@@ -167,7 +152,10 @@ async fn someone_elses_order_is_not_found() {
             "application/problem+json"
         );
     }
-    assert_eq!(app.patch_status(stranger, id, "paid").await.status(), 404);
+    // 404 before anything is said about the status asked for.
+    for status in ["paid", "cancelled"] {
+        assert_eq!(app.patch_status(stranger, id, status).await.status(), 404);
+    }
     assert_eq!(app.cancel(stranger, id).await.status(), 404);
     // An admin sees it.
     assert_eq!(app.get(As::admin(), id).await.status(), 200);
@@ -202,21 +190,21 @@ async fn orders_need_a_caller() {
 }
 
 #[tokio::test]
-async fn an_order_moves_through_its_states_and_each_change_is_an_event() {
+async fn an_admin_moves_an_order_through_its_states_and_each_change_is_an_event() {
     let env = OrdersEnv::new().await;
     let app = env.spawn().await;
-    let me = As::customer();
+    let (me, admin) = (As::customer(), As::admin());
     let order = app.create_ok(me).await;
     let id = order["id"].as_str().unwrap();
 
-    let paid = app.patch_status(me, id, "paid").await;
+    let paid = app.patch_status(admin, id, "paid").await;
     assert_eq!(paid.status(), 200);
     let paid: Value = paid.json().await.unwrap();
     assert_eq!(paid["status"], "paid");
     assert!(paid["updated_at"].as_str() > order["updated_at"].as_str());
 
     let fulfilled: Value = app
-        .patch_status(me, id, "fulfilled")
+        .patch_status(admin, id, "fulfilled")
         .await
         .json()
         .await
@@ -244,7 +232,7 @@ async fn an_illegal_transition_is_a_409_and_changes_nothing() {
     let order = app.create_ok(me).await;
     let id = order["id"].as_str().unwrap();
 
-    let response = app.patch_status(me, id, "fulfilled").await;
+    let response = app.patch_status(As::admin(), id, "fulfilled").await;
 
     assert_eq!(response.status(), 409);
     let problem: Value = response.json().await.unwrap();
@@ -285,8 +273,11 @@ async fn deleting_cancels_softly_and_again_is_harmless() {
     assert_eq!(current["status"], "cancelled");
     // One change, one event.
     assert_eq!(outbox_events(env.pool(), "order.updated").await.len(), 1);
-    // A cancelled order is final.
-    assert_eq!(app.patch_status(me, id, "paid").await.status(), 409);
+    // A cancelled order is final, even for an admin.
+    assert_eq!(
+        app.patch_status(As::admin(), id, "paid").await.status(),
+        409
+    );
 }
 
 #[tokio::test]
@@ -311,7 +302,7 @@ async fn a_matching_if_none_match_gets_304() {
     assert_eq!(not_modified.headers()["etag"].to_str().unwrap(), etag);
 
     // After a change the old tag no longer matches.
-    app.patch_status(me, id, "paid").await;
+    app.patch_status(As::admin(), id, "paid").await;
     let changed = app
         .request(Method::GET, &format!("/api/v1/orders/{id}"), me)
         .header("if-none-match", &etag)
@@ -385,7 +376,7 @@ async fn listing_filters_by_status_and_creation_time() {
     let me = As::customer();
     let old = app.create_ok(me).await;
     let paid = app.create_ok(me).await;
-    app.patch_status(me, paid["id"].as_str().unwrap(), "paid")
+    app.patch_status(As::admin(), paid["id"].as_str().unwrap(), "paid")
         .await;
 
     let only_paid: Value = app.list(me, "?status=paid").await.json().await.unwrap();
@@ -449,4 +440,126 @@ async fn bad_list_parameters_are_a_422_naming_them() {
         .collect();
     fields.sort_unstable();
     assert_eq!(fields, ["created_before", "cursor", "limit", "status"]);
+}
+
+/// The problem body of a refused status change, checked to be a 403.
+async fn forbidden(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:forbidden");
+    assert_eq!(problem["title"], "Forbidden");
+    problem
+}
+
+#[tokio::test]
+async fn a_customer_cannot_mark_her_own_order_paid_or_fulfilled_or_back_to_pending() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+
+    for status in ["paid", "fulfilled", "pending"] {
+        let problem = forbidden(app.patch_status(me, id, status).await).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("only cancel") && detail.contains(status),
+            "{detail}"
+        );
+    }
+
+    let current: Value = app.get(me, id).await.json().await.unwrap();
+    assert_eq!(current["status"], "pending");
+    assert!(outbox_events(env.pool(), "order.updated").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_customer_cancels_her_pending_order_but_not_a_paid_one_which_an_admin_can() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let pending = app.create_ok(me).await;
+    let paid = app.create_ok(me).await;
+    let (pending, paid) = (
+        pending["id"].as_str().unwrap(),
+        paid["id"].as_str().unwrap(),
+    );
+    assert_eq!(
+        app.patch_status(As::admin(), paid, "paid").await.status(),
+        200
+    );
+    // Cached before the refusals: a refusal must not disturb the cache.
+    assert_eq!(app.get(me, paid).await.status(), 200);
+
+    let cancelled = app.patch_status(me, pending, "cancelled").await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["status"],
+        "cancelled"
+    );
+
+    let problem = forbidden(app.patch_status(me, paid, "cancelled").await).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("paid"),
+        "{problem}"
+    );
+    forbidden(app.cancel(me, paid).await).await;
+    let current: Value = app.get(me, paid).await.json().await.unwrap();
+    assert_eq!(current["status"], "paid");
+
+    assert_eq!(app.cancel(As::admin(), paid).await.status(), 204);
+    let current: Value = app.get(me, paid).await.json().await.unwrap();
+    assert_eq!(current["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn what_no_one_may_do_is_a_409_for_customers_and_admins_alike() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let me = As::customer();
+    let order = app.create_ok(me).await;
+    let id = order["id"].as_str().unwrap();
+    for status in ["paid", "fulfilled"] {
+        assert_eq!(
+            app.patch_status(As::admin(), id, status).await.status(),
+            200
+        );
+    }
+
+    // A fulfilled order is final: cancelling it is illegal, whoever asks.
+    for caller in [me, As::admin()] {
+        for response in [
+            app.patch_status(caller, id, "cancelled").await,
+            app.cancel(caller, id).await,
+        ] {
+            assert_eq!(response.status(), 409);
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["type"], "urn:keel:problem:illegal-transition");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_external_id_is_unique_per_customer_not_across_customers() {
+    let env = OrdersEnv::new().await;
+    let app = env.spawn().await;
+    let (alice, bob) = (As::customer(), As::customer());
+    let mut body = sample_order();
+    body["external_id"] = json!("cart-7");
+
+    let hers = app.create(alice, &body).await;
+    let his = app.create(bob, &body).await;
+
+    assert_eq!(hers.status(), 201);
+    assert_eq!(his.status(), 201, "{:?}", his.text().await);
+    let again = app.create(bob, &body).await;
+    assert_eq!(again.status(), 409);
+    let problem: Value = again.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:duplicate-external-id");
+    let all: Value = app.list(As::admin(), "").await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
 }

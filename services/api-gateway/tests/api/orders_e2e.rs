@@ -61,14 +61,13 @@ async fn orders_work_end_to_end_with_real_access_tokens() {
         200
     );
 
-    let paid = send(
-        &app,
-        reqwest::Method::PATCH,
-        &location,
-        &alice,
-        Some(&serde_json::json!({"status": "paid"})),
-    )
-    .await;
+    // Alice cannot pay by asking; an admin (or the payment webhook) can.
+    let pay = serde_json::json!({"status": "paid"});
+    let refused = send(&app, reqwest::Method::PATCH, &location, &alice, Some(&pay)).await;
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:forbidden");
+    let paid = send(&app, reqwest::Method::PATCH, &location, &admin, Some(&pay)).await;
     assert_eq!(paid.status(), 200);
     let page: Value = send(&app, reqwest::Method::GET, "/api/v1/orders", &alice, None)
         .await

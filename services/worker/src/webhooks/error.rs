@@ -18,7 +18,8 @@ pub enum ProcessingError {
     Payload(#[from] InvalidPayload),
     #[error(transparent)]
     ShopifyApi(#[from] ApiError),
-    /// A payment for an order Keel does not have, or cannot take (cancelled).
+    /// A payment for an order Keel does not have, cannot take (cancelled),
+    /// or of another amount or currency than the order's.
     #[error("payment for order {order_id}: {source}")]
     Payment {
         order_id: Uuid,

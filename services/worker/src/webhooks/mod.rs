@@ -4,13 +4,15 @@
 //! - this module: [`WebhookHandler`] — decode the job, read the event,
 //!   decide what it means, apply it in one transaction with the event's
 //!   outcome, record failed attempts.
-//! - [`shopify`]: the order payload and the Admin API's fulfilments.
-//! - [`stripe`]: `payment_intent.succeeded` and the order it pays.
+//! - [`shopify`]: the order payload (and its version, `updated_at`) and
+//!   the Admin API's fulfilments.
+//! - [`stripe`]: `payment_intent.succeeded`, the order it pays and what it
+//!   collected.
 //! - [`money`]: decimal amounts to minor units.
 //! - [`error`]: [`error::ProcessingError`], each cause classed transient or
 //!   permanent.
 //!
-//! One job, step by step (design: `docs/adr/0012-webhook-processing.md`):
+//! One job, step by step (design: `docs/adr/0014-webhook-processing.md`):
 //! 1. read the event without a lock; `processed` / `ignored` → ack, skip;
 //! 2. parse the payload into an action (a bad payload is permanent);
 //! 3. call the third party if the action needs it (no transaction open:
@@ -22,6 +24,15 @@
 //!
 //! On failure, count the attempt and keep its error on the event, marking
 //! it `failed` when no retry follows.
+//!
+//! Two business rules hold whatever the payload says (and whatever way it
+//! arrives: a retry, an admin's replay, a captured body re-sent under a
+//! fresh delivery id):
+//! - a payment marks an order paid only for the order's amount and
+//!   currency; another one fails the event permanently, its `last_error`
+//!   saying what did not match;
+//! - a Shopify order older than the stored one (its `updated_at`) changes
+//!   nothing: the event ends `ignored`, its `last_error` saying why.
 
 pub mod error;
 pub mod money;
@@ -32,12 +43,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use keel_contracts::{Envelope, Job};
 use keel_db::Pool;
 use keel_messaging::{Handler, HandlerError, Incoming};
 use keel_outbox::RelayWaker;
 use keel_store::domain::{ExternalOrder, FulfillmentStatus, Order};
-use keel_store::orders::{self, Applied};
+use keel_store::orders::{self, Applied, Change};
 use keel_webhooks::Scheme;
 use keel_webhooks::process::{self, Outcome, StoredEvent};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -50,19 +62,23 @@ use crate::order_cache::OrderCacheNotifier;
 use crate::settings::WebhooksSettings;
 use crate::webhooks::error::ProcessingError;
 use crate::webhooks::shopify::{ShopifyApi, ShopifyOrder};
+use crate::webhooks::stripe::PaidIntent;
 
 /// What an event asks for, decided from its source, topic and payload
 /// before any transaction opens.
 #[derive(Debug)]
 enum Action {
-    /// Shopify `orders/create` / `orders/updated`, with the fulfilment
-    /// status read from the Admin API (when one is configured).
+    /// Shopify `orders/create` / `orders/updated` (`topic`) of the order's
+    /// `version`, with the fulfilment status read from the Admin API (when
+    /// one is configured).
     UpsertOrder {
+        topic: String,
         order: ExternalOrder,
+        version: Option<DateTime<Utc>>,
         fulfillment: Option<FulfillmentStatus>,
     },
     /// Stripe `payment_intent.succeeded`.
-    MarkPaid { order_id: Uuid },
+    MarkPaid(PaidIntent),
     /// Stored only.
     Ignore,
 }
@@ -207,8 +223,11 @@ impl WebhookHandler {
             // Another worker finished it while this one was deciding.
             return Ok(JobEnd::Skipped);
         }
-        let (outcome, changed) = apply(&tx, action).await?;
-        process::finish(&tx, event_id, outcome).await?;
+        let (outcome, changed, note) = apply(&tx, action).await?;
+        match &note {
+            Some(note) => process::finish_with_note(&tx, event_id, outcome, note).await?,
+            None => process::finish(&tx, event_id, outcome).await?,
+        }
         tx.commit().await.map_err(keel_db::Error::from)?;
 
         if !changed.is_empty() {
@@ -218,6 +237,9 @@ impl WebhookHandler {
             for order in &changed {
                 cache.written(order).await;
             }
+        }
+        if let Some(note) = &note {
+            tracing::info!(event_id = %event_id, note = %note, "webhook event ignored");
         }
         Ok(match outcome {
             Outcome::Processed => JobEnd::Processed,
@@ -238,26 +260,33 @@ impl WebhookHandler {
             Scheme::Shopify if shopify::ORDER_TOPICS.contains(&topic) => {
                 let payload = ShopifyOrder::parse(&event.body)?;
                 let order = payload.to_external(&event.source)?;
+                let version = payload.version()?;
                 let fulfillment = match &self.inner.shopify {
                     Some(api) => Some(api.fulfillment_status(payload.id).await?),
                     None => None,
                 };
-                Ok(Action::UpsertOrder { order, fulfillment })
+                Ok(Action::UpsertOrder {
+                    topic: topic.to_owned(),
+                    order,
+                    version,
+                    fulfillment,
+                })
             }
-            Scheme::Stripe if topic == stripe::PAYMENT_SUCCEEDED => Ok(Action::MarkPaid {
-                order_id: stripe::paid_order(&event.body)?,
-            }),
+            Scheme::Stripe if topic == stripe::PAYMENT_SUCCEEDED => {
+                Ok(Action::MarkPaid(stripe::paid_intent(&event.body)?))
+            }
             _ => Ok(Action::Ignore),
         }
     }
 }
 
-/// Applies `action` in `tx`; returns the event's outcome and the orders
-/// that changed (their domain events are in the outbox already).
+/// Applies `action` in `tx`; returns the event's outcome, the orders that
+/// changed (their domain events are in the outbox already) and, for an
+/// event ignored although it could have applied, why.
 async fn apply(
     tx: &keel_db::Transaction<'_>,
     action: Action,
-) -> Result<(Outcome, Vec<Order>), ProcessingError> {
+) -> Result<(Outcome, Vec<Order>, Option<String>), ProcessingError> {
     let mut changed = Vec::new();
     let mut keep = |applied: Applied| {
         if applied.changed() {
@@ -266,20 +295,32 @@ async fn apply(
         applied.order
     };
     match action {
-        Action::UpsertOrder { order, fulfillment } => {
-            let stored = keep(orders::upsert_external(tx, &order).await?);
+        Action::UpsertOrder {
+            topic,
+            order,
+            version,
+            fulfillment,
+        } => {
+            let applied = orders::upsert_external_as_of(tx, &order, version).await?;
+            if let Change::Stale { stored } = applied.change {
+                // Nothing of an older version applies, its fulfilment
+                // status included: the newer event recorded its own.
+                let note = stale_note(&topic, version, stored);
+                return Ok((Outcome::Ignored, Vec::new(), Some(note)));
+            }
+            let stored = keep(applied);
             if let Some(status) = fulfillment {
                 keep(orders::record_fulfillment(tx, stored.id, &status).await?);
             }
         }
-        Action::MarkPaid { order_id } => {
+        Action::MarkPaid(PaidIntent { order_id, payment }) => {
             keep(
-                orders::mark_paid(tx, order_id)
+                orders::mark_paid(tx, order_id, &payment)
                     .await
                     .map_err(|e| ProcessingError::paying(order_id, e))?,
             );
         }
-        Action::Ignore => return Ok((Outcome::Ignored, changed)),
+        Action::Ignore => return Ok((Outcome::Ignored, changed, None)),
     }
     // Two changes to one order (upsert, then fulfilment): the cache needs
     // only the newest version.
@@ -291,7 +332,22 @@ async fn apply(
             false
         }
     });
-    Ok((Outcome::Processed, changed))
+    Ok((Outcome::Processed, changed, None))
+}
+
+/// Why an order payload of `version` was not applied over `stored`.
+fn stale_note(
+    topic: &str,
+    version: Option<DateTime<Utc>>,
+    stored: Option<DateTime<Utc>>,
+) -> String {
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let version = version.map_or_else(
+        || "no updated_at".to_owned(),
+        |v| format!("updated_at {}", at(v)),
+    );
+    let stored = stored.map_or_else(|| "unknown".to_owned(), at);
+    format!("not applied: this {topic} has {version}, not newer than the stored order's {stored}")
 }
 
 impl Handler for WebhookHandler {

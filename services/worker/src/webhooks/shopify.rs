@@ -3,11 +3,13 @@
 //!
 //! Only the fields Keel uses are read (serde ignores the rest), with the
 //! names Shopify gives them: `id`, `email`, `currency`, `total_price` (a
-//! decimal string), `line_items[].sku / quantity / price`.
+//! decimal string), `line_items[].sku / quantity / price`, and `updated_at`
+//! (the order's version: an older one never overwrites a newer one).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use keel_store::domain::{
     Currency, Email, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, Quantity, Sku, Source,
     TotalCents, UnitPriceCents,
@@ -32,6 +34,10 @@ pub struct ShopifyOrder {
     pub total_price: String,
     #[serde(default)]
     pub line_items: Vec<ShopifyLineItem>,
+    /// When the order last changed at Shopify (ISO 8601 with an offset,
+    /// `2024-01-01T10:00:00-05:00`): the version of this payload.
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +70,20 @@ impl InvalidPayload {
 impl ShopifyOrder {
     pub fn parse(body: &[u8]) -> Result<Self, InvalidPayload> {
         serde_json::from_slice(body).map_err(|e| InvalidPayload::new("body", e.to_string()))
+    }
+
+    /// The payload's version (`updated_at`), `None` when it has none.
+    /// Shopify's order payloads always carry it; without one the upsert
+    /// applies only to an order no versioned payload has reached.
+    pub fn version(&self) -> Result<Option<DateTime<Utc>>, InvalidPayload> {
+        self.updated_at
+            .as_deref()
+            .map(|value| {
+                DateTime::parse_from_rfc3339(value)
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|_| InvalidPayload::new("updated_at", "must be an ISO 8601 date-time"))
+            })
+            .transpose()
     }
 
     /// The order as Keel stores it, from source `source_name`.
@@ -307,6 +327,30 @@ mod tests {
         assert_eq!(order.items[1].unit_price_cents.get(), 10_047);
         assert_eq!(order.items[1].quantity.get(), 2);
         assert_eq!(order.customer_email.unwrap().as_str(), "jon@example.com");
+    }
+
+    #[test]
+    fn the_version_is_updated_at_in_utc() {
+        let with = |updated_at: &str| {
+            let body = ORDER.replace(
+                "\"financial_status\"",
+                &format!("\"updated_at\": {updated_at}, \"financial_status\""),
+            );
+            ShopifyOrder::parse(body.as_bytes()).unwrap().version()
+        };
+        assert_eq!(
+            with("\"2024-01-01T06:00:00-05:00\"").unwrap(),
+            Some("2024-01-01T11:00:00Z".parse().unwrap())
+        );
+        assert_eq!(with("null").unwrap(), None);
+        assert_eq!(
+            ShopifyOrder::parse(ORDER.as_bytes())
+                .unwrap()
+                .version()
+                .unwrap(),
+            None
+        );
+        assert_eq!(with("\"yesterday\"").unwrap_err().field, "updated_at");
     }
 
     #[test]

@@ -127,7 +127,7 @@ async fn a_stripe_payment_marks_the_referenced_order_paid_once() {
         serde_json::json!({
             "id": event, "object": "event", "type": "payment_intent.succeeded",
             "data": {"object": {"id": "pi_3MtwBwLkdIwHu7ix28a3tqPa", "object": "payment_intent",
-                "amount": 25498, "currency": "eur", "status": "succeeded",
+                "amount": 25498, "amount_received": 25498, "currency": "eur", "status": "succeeded",
                 "metadata": {"order_id": order_id.to_string()}}}
         })
         .to_string()
@@ -156,7 +156,8 @@ async fn a_payment_for_an_unknown_order_is_a_permanent_failure() {
     let settings = settings(&db, &broker, &redis, None);
     let body = serde_json::json!({
         "type": "payment_intent.succeeded",
-        "data": {"object": {"metadata": {"order_id": uuid::Uuid::now_v7().to_string()}}}
+        "data": {"object": {"amount_received": 100, "currency": "eur",
+            "metadata": {"order_id": uuid::Uuid::now_v7().to_string()}}}
     })
     .to_string();
     let event = captured(&db, "stripe", "payment_intent.succeeded", body.as_bytes()).await;

@@ -7,4 +7,5 @@ mod competing;
 mod crashes;
 mod handling;
 mod retries;
+mod rules;
 mod support;
