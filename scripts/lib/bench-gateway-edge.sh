@@ -22,10 +22,13 @@ print(int(rate))
 PY
 }
 
-# POSTs one order with the given header; prints its id.
+# The trusted-proxy gateway believes X-Email only with this shared secret.
+BENCH_PROXY_SECRET="bench-proxy-secret-of-at-least-32-characters"
+
+# POSTs one order with the given header (and optional extra header); prints its id.
 bench_create_order() {
-    local header=$1 url=$2
-    curl -fsS -H "$header" -H 'content-type: application/json' \
+    local header=$1 url=$2 extra=${3:-X-Bench: 1}
+    curl -fsS -H "$header" -H "$extra" -H 'content-type: application/json' \
         -d '{"currency":"EUR","items":[{"sku":"BENCH-1","quantity":1,"unit_price_cents":1000}]}' \
         "$url/api/v1/orders" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
@@ -40,6 +43,7 @@ bench_start_trusted_gateway() {
 enabled = true
 proxies = ["127.0.0.1/32"]
 TOML
+    printf 'secret = "%s"\n' "$BENCH_PROXY_SECRET" >>"$config"
     KEEL_CONFIG_FILE="$config" KEEL_HTTP__PORT="$port" \
         bench_spawn "$BENCH_TMP/logs/api-gateway-trusted.log" "$(service_bin release api-gateway)"
     BENCH_PID_gateway_trusted=$BENCH_LAST_PID
@@ -87,10 +91,10 @@ bench_gateway_cached() {
     port="$(pick_free_port)"
     bench_start_trusted_gateway "$port"
     trusted_url="http://127.0.0.1:$port"
-    tid="$(bench_create_order "$who" "$trusted_url")" || die "bench: cannot create an order via the trusted proxy"
+    tid="$(bench_create_order "$who" "$trusted_url" "X-Keel-Proxy-Secret: $BENCH_PROXY_SECRET")" || die "bench: cannot create an order via the trusted proxy"
     # shellcheck disable=SC2154 # set by bench_start_trusted_gateway
     bench_http "api-gateway GET /api/v1/orders/{id} (trusted-proxy header, cached)" "$BENCH_HTTP_BASELINE" \
-        "$trusted_url/api/v1/orders/$tid" -H "$who" --warmup 1 --target-pid "$BENCH_PID_gateway_trusted"
+        "$trusted_url/api/v1/orders/$tid" -H "$who" -H "X-Keel-Proxy-Secret: $BENCH_PROXY_SECRET" --warmup 1 --target-pid "$BENCH_PID_gateway_trusted"
     # Bearer again, now that both gateways are warm and share the cores the
     # same way, so the pair is measured under the same conditions.
     bench_http "api-gateway GET /api/v1/orders/{id} (Bearer, cached, 2nd gateway up)" \

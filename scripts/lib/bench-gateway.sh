@@ -67,7 +67,7 @@ scenario_gateway() {
     # 1 µs per request, hence the one-second period. Only effective if this
     # scenario starts the services.
     local class
-    for class in READ WRITE AUTH; do
+    for class in READ WRITE AUTH WEBHOOKS; do
         export "KEEL_RATE_LIMIT__CLASSES__${class}__LIMIT=1000000"
         export "KEEL_RATE_LIMIT__CLASSES__${class}__PERIOD=1s"
     done

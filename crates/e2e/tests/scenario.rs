@@ -181,6 +181,7 @@ async fn a_store_day_through_the_gateway() {
             "id": "pi_e2e",
             "object": "payment_intent",
             "amount": 2_500,
+            "amount_received": 2_500,
             "currency": "eur",
             "metadata": {"order_id": paid_order_id},
         }},
