@@ -190,11 +190,6 @@ impl Upstreams {
             .service(web::scope("/auth").default_service(web::to(auth)))
             .service(web::scope("/analytics").default_service(web::to(analytics)));
     }
-
-    /// `/.well-known/jwks.json`, at the root.
-    pub fn configure_root(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.clone()));
-    }
 }
 
 impl Upstream {

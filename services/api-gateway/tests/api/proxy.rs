@@ -53,7 +53,7 @@ async fn the_auth_proxy_forwards_path_query_body_and_the_client_address_without_
 }
 
 #[tokio::test]
-async fn the_jwks_is_served_through_the_proxy() {
+async fn the_jwks_at_the_root_is_the_key_set_auth_published() {
     let upstream = FakeUpstream::start().await;
     let app = spawn_app_with(|s| upstream.configure(s)).await;
     let response = app.get("/.well-known/jwks.json").await;
