@@ -180,13 +180,18 @@ impl Application {
         // An event's data is the export as GET /exports/{id} shows it,
         // `download_url` included.
         let view = exports.clone();
-        let events = EventsArea::build(
+        let mut events = EventsArea::build(
             pool.clone(),
             broker.clone(),
             &settings.events,
             ExportRenderer::new(move |export| serde_json::to_string(&view.view(export))),
             &mut registry,
         );
+        // Other services' order changes reach the order cache as events on
+        // this instance's queue (ADR 0009).
+        events.subscription = events
+            .subscription
+            .with_order_changes(orders.state.order_changes());
 
         let readiness = Readiness::new(settings.http.readiness_timeout)
             .with(checks::Postgres(pool))

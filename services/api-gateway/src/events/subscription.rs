@@ -12,6 +12,11 @@
 //! old exclusive name), and every open stream is told to catch up
 //! (`Hub::resync`) for what was published in between.
 //!
+//! The same queue also carries `order.*` events when the orders area asks
+//! for them ([`Subscription::with_order_changes`]): every instance must
+//! evict its in-process copy of an order another service changed, so they
+//! need every such event too, and one consumer loop serves both.
+//!
 //! It runs on the main runtime: lapin's connection I/O must live on the
 //! runtime that outlives actix's workers (`keel_messaging::Broker`).
 
@@ -25,9 +30,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::events::hub::{ExportEventKind, Hub, Notification};
+use crate::orders::OrderChanges;
 
 /// The routing keys (event types) this subscription binds.
 pub const BINDING_KEY: &str = "export.*";
+
+/// Bound as well when the orders area listens ([`OrderChanges`]).
+pub const ORDER_BINDING_KEY: &str = "order.*";
 
 /// Messages the broker keeps for this queue if the gateway stops reading
 /// (the oldest are dropped past it; streams then catch up from PostgreSQL
@@ -41,6 +50,7 @@ pub struct Subscription {
     broker: Broker,
     hub: Hub,
     instance: Uuid,
+    orders: Option<OrderChanges>,
 }
 
 impl Subscription {
@@ -49,7 +59,16 @@ impl Subscription {
             broker,
             hub,
             instance: Uuid::new_v4(),
+            orders: None,
         }
+    }
+
+    /// Also consumes `order.*` events into `orders`, and tells it whether
+    /// they are being heard.
+    #[must_use]
+    pub fn with_order_changes(mut self, orders: OrderChanges) -> Self {
+        self.orders = Some(orders);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, reconnecting with the
@@ -93,6 +112,23 @@ impl Subscription {
         // Consuming already: whatever a stream replays from PostgreSQL now
         // cannot fall between its replay and the live events.
         self.hub.resync();
+        if let Some(orders) = &self.orders {
+            orders.listening(true);
+        }
+        let ended = self.consume(&channel, &mut consumer, queue, shutdown).await;
+        if let Some(orders) = &self.orders {
+            orders.listening(false);
+        }
+        ended
+    }
+
+    async fn consume(
+        &self,
+        channel: &Channel,
+        consumer: &mut Consumer,
+        queue: String,
+        shutdown: &CancellationToken,
+    ) -> Result<(), keel_messaging::Error> {
         loop {
             tokio::select! {
                 biased;
@@ -147,15 +183,21 @@ impl Subscription {
                 arguments,
             )
             .await?;
-        channel
-            .queue_bind(
-                ShortString::from(queue),
-                ShortString::from(self.broker.topology().events_exchange()),
-                ShortString::from(BINDING_KEY),
-                QueueBindOptions { nowait: false },
-                FieldTable::default(),
-            )
-            .await?;
+        let keys = match self.orders {
+            Some(_) => &[BINDING_KEY, ORDER_BINDING_KEY][..],
+            None => &[BINDING_KEY][..],
+        };
+        for key in keys {
+            channel
+                .queue_bind(
+                    ShortString::from(queue),
+                    ShortString::from(self.broker.topology().events_exchange()),
+                    ShortString::from(*key),
+                    QueueBindOptions { nowait: false },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         channel
             .basic_consume(
                 ShortString::from(queue),
@@ -178,11 +220,18 @@ impl Subscription {
             .await
     }
 
-    /// Decodes one message and hands it to the user's streams.
+    /// Decodes one message and hands it to the user's streams, or to the
+    /// orders area.
     fn dispatch(&self, body: &[u8]) {
+        if let Some(orders) = &self.orders
+            && let Some(order_id) = changed_order_of(body)
+        {
+            orders.changed(order_id);
+            return;
+        }
         let Some((user, notification)) = notification_of(body) else {
             tracing::debug!(
-                "ignoring a message on the export event queue that is not an export outcome"
+                "ignoring a message on the event queue that is neither an export outcome nor an order change"
             );
             return;
         };
@@ -193,6 +242,17 @@ impl Subscription {
             streams,
             "export event fanned out"
         );
+    }
+}
+
+/// The order an `order.created` / `order.updated` envelope is about;
+/// `None` for anything else.
+pub fn changed_order_of(body: &[u8]) -> Option<Uuid> {
+    let envelope: Envelope<DomainEvent> = serde_json::from_slice(body).ok()?;
+    match envelope.body {
+        DomainEvent::OrderCreated(order) => Some(order.order_id),
+        DomainEvent::OrderUpdated(update) => Some(update.order.order_id),
+        _ => None,
     }
 }
 
@@ -221,7 +281,7 @@ pub fn notification_of(body: &[u8]) -> Option<(Uuid, Notification)> {
 
 #[cfg(test)]
 mod tests {
-    use keel_contracts::events::{ExportCompleted, ExportFailed, OrderSnapshot};
+    use keel_contracts::events::{ExportCompleted, ExportFailed, OrderSnapshot, OrderUpdated};
 
     use super::*;
 
@@ -272,5 +332,36 @@ mod tests {
         assert_eq!(notification_of(&order), None);
         assert_eq!(notification_of(b"{not json"), None);
         assert_eq!(notification_of(br#"{"type":"export.completed"}"#), None);
+    }
+
+    #[test]
+    fn order_events_decode_into_the_changed_order_and_nothing_else_does() {
+        let snapshot = |order_id| OrderSnapshot {
+            order_id,
+            user_id: None,
+            status: "paid".into(),
+            currency: "EUR".into(),
+            total_cents: 100,
+            source: "webhook:shopify".into(),
+        };
+        let (created, updated) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(
+            changed_order_of(&wire(DomainEvent::OrderCreated(snapshot(created)))),
+            Some(created)
+        );
+        assert_eq!(
+            changed_order_of(&wire(DomainEvent::OrderUpdated(OrderUpdated {
+                order: snapshot(updated),
+                previous_status: "pending".into(),
+            }))),
+            Some(updated)
+        );
+        let export = wire(DomainEvent::ExportFailed(ExportFailed {
+            export_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            error: "no".into(),
+        }));
+        assert_eq!(changed_order_of(&export), None);
+        assert_eq!(changed_order_of(b"{not json"), None);
     }
 }

@@ -20,6 +20,12 @@
 //!   it).
 //! - While an instance is not subscribed (start-up, Redis outage) it cannot
 //!   hear invalidations, so it neither reads nor fills its in-process cache.
+//! - Other services' writes (the worker applying webhooks) reach the cache
+//!   as `order.*` events on this instance's own broker queue
+//!   ([`OrderChanges`](crate::orders::OrderChanges)): the order is read again from PostgreSQL, written
+//!   through to Redis if newer, and evicted from memory. While that queue
+//!   is not consumed the in-process cache is off too, as for the Redis
+//!   subscription.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -162,8 +168,15 @@ struct Inner {
     generation: AtomicU64,
     /// Serialises "check generation, then insert" against "bump, then evict".
     fill_lock: Mutex<()>,
-    /// True while the invalidation subscription is up.
+    /// True while the in-process level may be used: both
+    /// `invalidations_live` and `events_live`.
     live: AtomicBool,
+    /// True while the Redis invalidation subscription is up.
+    invalidations_live: AtomicBool,
+    /// True while `order.*` events are consumed, or while nothing was asked
+    /// to deliver them (no [`OrderChanges`](crate::orders::OrderChanges)
+    /// handle was taken).
+    events_live: AtomicBool,
     /// Orders written while Redis was unreachable from here: Redis may hold
     /// an older version and other instances were not told. Reads here skip
     /// Redis for them; the subscriber repairs them when Redis is back.
@@ -206,6 +219,8 @@ impl OrderCache {
                 generation: AtomicU64::new(0),
                 fill_lock: Mutex::new(()),
                 live: AtomicBool::new(false),
+                invalidations_live: AtomicBool::new(false),
+                events_live: AtomicBool::new(true),
                 pending: Mutex::new(HashSet::new()),
                 any_pending: AtomicBool::new(false),
                 waiters: Mutex::new(HashMap::new()),
@@ -451,7 +466,7 @@ impl OrderCache {
             }
         };
         // Our own subscription received it too (and will not answer).
-        let own = usize::from(inner.live.load(Ordering::Acquire));
+        let own = usize::from(inner.invalidations_live.load(Ordering::Acquire));
         let expected = usize::try_from(receivers).unwrap_or(0).saturating_sub(own);
         {
             let mut waiters = self.lock_waiters();
@@ -470,14 +485,66 @@ impl OrderCache {
         Ok(())
     }
 
-    /// The subscription is up (`true`) or lost (`false`). Either way the
-    /// in-process entries may have missed invalidations: drop them all.
+    /// The invalidation subscription is up (`true`) or lost (`false`).
+    /// Either way the in-process entries may have missed invalidations:
+    /// drop them all.
     pub fn set_live(&self, live: bool) {
+        self.set_listening(&self.inner.invalidations_live, live);
+    }
+
+    /// The `order.*` event queue is consumed (`true`) or not (`false`); as
+    /// [`set_live`](Self::set_live).
+    pub fn set_events_live(&self, live: bool) {
+        self.set_listening(&self.inner.events_live, live);
+    }
+
+    fn set_listening(&self, flag: &AtomicBool, live: bool) {
         let inner = &self.inner;
         let _guard = inner.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
         inner.generation.fetch_add(1, Ordering::AcqRel);
-        inner.live.store(live, Ordering::Release);
+        flag.store(live, Ordering::Release);
+        let both = inner.invalidations_live.load(Ordering::Acquire)
+            && inner.events_live.load(Ordering::Acquire);
+        inner.live.store(both, Ordering::Release);
         inner.local.invalidate_all();
+    }
+
+    /// Another service changed order `id` (an `order.*` event). Redis gets
+    /// the version PostgreSQL holds now, unless it holds a newer one, then
+    /// this instance forgets its in-process entry; in that order, so a
+    /// read in between cannot refill memory from an older Redis entry
+    /// (and a fill already under way is dropped by the generation bump).
+    /// Reading PostgreSQL rather than trusting the event makes late and
+    /// repeated events harmless: whatever arrives, the newest version
+    /// wins. Failures are logged: the TTLs bound what a missed event costs.
+    pub async fn changed_elsewhere(&self, pool: &Pool, id: Uuid) {
+        if let Err(e) = self.refresh_redis(pool, id).await {
+            self.inner.metrics.redis_error.inc();
+            tracing::warn!(error = %e, order_id = %id, "order cache: refresh after an order event failed");
+            // Reads here skip Redis for it until the subscriber repairs it.
+            self.lock_pending().insert(id);
+            self.inner.any_pending.store(true, Ordering::Release);
+        }
+        self.evict_local(id);
+    }
+
+    async fn refresh_redis(&self, pool: &Pool, id: Uuid) -> Result<(), anyhow::Error> {
+        let client = pool.get().await.map_err(keel_db::Error::from)?;
+        let order = match keel_store::orders::get(&client, id, Scope::All).await {
+            Ok(order) => order,
+            Err(keel_store::Error::NotFound) => {
+                drop(client);
+                let mut conn = self.inner.redis.connection().await?;
+                let _deleted: i64 = redis::cmd("DEL")
+                    .arg(self.redis_key(id))
+                    .query_async(&mut conn)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        drop(client);
+        self.redis_set(&CachedOrder::new(order)?).await
     }
 
     fn evict_local(&self, id: Uuid) {

@@ -7,6 +7,8 @@
 //!   Redis → PostgreSQL) and its hit/miss metrics.
 //! - [`invalidation`]: the Redis pub/sub subscriber that evicts in-process
 //!   entries written through other instances.
+//! - [`OrderChanges`]: other services' changes (`order.*` events, heard by
+//!   `events::subscription`) refresh Redis and evict from memory.
 //! - [`openapi`]: the area's part of the OpenAPI document.
 //! - [`error`]: [`error::OrdersError`], the area's answers as problems.
 //! - [`settings`]: the `[orders]` configuration section.
@@ -28,6 +30,7 @@ use keel_db::Pool;
 use keel_http::Problem;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::orders::cache::{CacheMetrics, OrderCache};
 use crate::orders::invalidation::Subscriber;
@@ -77,6 +80,18 @@ impl Orders {
         self.cache.is_live()
     }
 
+    /// The handle through which this instance's event subscription reports
+    /// other services' order changes. Once taken, the in-process cache is
+    /// used only while those events are consumed
+    /// ([`OrderChanges::listening`]).
+    pub fn order_changes(&self) -> OrderChanges {
+        self.cache.set_events_live(false);
+        OrderChanges {
+            cache: self.cache.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+
     /// The area's background work until `shutdown`: the cache's
     /// invalidation subscriber, and pruning of expired idempotency keys.
     /// Spawn it on the main runtime (actix workers come and go).
@@ -85,6 +100,30 @@ impl Orders {
             subscriber.run(shutdown.clone()),
             prune_idempotency_keys(self.pool, shutdown)
         );
+    }
+}
+
+/// Where `order.*` events land: the gateway owns its cache, so it is told
+/// of the worker's changes by the events those changes publish (ADR 0009),
+/// not by the worker writing into it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OrderChanges {
+    cache: OrderCache,
+    pool: Pool,
+}
+
+impl OrderChanges {
+    /// The event queue is consumed (`true`) or not (`false`): an instance
+    /// that cannot hear changes must not serve from memory.
+    pub fn listening(&self, live: bool) {
+        self.cache.set_events_live(live);
+    }
+
+    /// Order `id` changed (an `order.*` event). Returns at once: the
+    /// refresh runs on its own task, so the subscription never waits.
+    pub fn changed(&self, id: Uuid) {
+        let this = self.clone();
+        tokio::spawn(async move { this.cache.changed_elsewhere(&this.pool, id).await });
     }
 }
 

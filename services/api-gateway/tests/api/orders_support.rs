@@ -16,6 +16,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpMessage, web};
+use api_gateway::events::hub::Hub;
+use api_gateway::events::metrics::EventsMetrics;
+use api_gateway::events::subscription::Subscription;
 use api_gateway::identity::Caller;
 use api_gateway::orders::{self, Orders, OrdersArea};
 use api_gateway::settings::Settings;
@@ -23,6 +26,7 @@ use api_gateway::startup::migrations;
 use keel_cache::Redis;
 use keel_db::Pool;
 use keel_http::{Operational, Readiness, Routes, Server};
+use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use keel_testkit::redis::TestRedis;
 use prometheus_client::registry::Registry;
@@ -35,6 +39,9 @@ use uuid::Uuid;
 pub struct OrdersEnv {
     pub db: TestDatabase,
     pub redis: TestRedis,
+    /// With a broker, every instance also consumes `order.*` events from
+    /// `{ns}.events` on a queue of its own, as the gateway does.
+    pub broker: Option<TestBroker>,
 }
 
 impl OrdersEnv {
@@ -43,7 +50,15 @@ impl OrdersEnv {
         Self {
             db: TestDatabase::create(api_gateway::SCHEMA, &migrations()).await,
             redis: TestRedis::new(),
+            broker: None,
         }
+    }
+
+    /// [`new`](Self::new), with a broker namespace for order events.
+    pub async fn with_broker() -> Self {
+        let mut env = Self::new().await;
+        env.broker = Some(TestBroker::new().await);
+        env
     }
 
     pub fn settings(&self) -> Settings {
@@ -89,6 +104,15 @@ impl OrdersEnv {
                 .clone()
                 .run_background(area.subscriber, shutdown.clone()),
         );
+        let mut tasks = vec![background];
+        if let Some(broker) = &self.broker {
+            // As `startup.rs` wires it: the events subscription hands
+            // order changes to the cache.
+            let hub = Hub::new(1, 1, EventsMetrics::register(&mut registry));
+            let subscription = Subscription::new(broker.broker("orders-test"), hub)
+                .with_order_changes(state.order_changes());
+            tasks.push(tokio::spawn(subscription.run(shutdown.clone())));
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !state.cache_is_live() {
             assert!(
@@ -124,7 +148,10 @@ impl OrdersEnv {
             address,
             client: reqwest::Client::new(),
             shutdown,
-            tasks: vec![server, background],
+            tasks: {
+                tasks.push(server);
+                tasks
+            },
         }
     }
 }

@@ -1,14 +1,18 @@
 //! Orders the worker writes (from webhooks) as the gateway serves them: to
 //! an admin, with their fulfilment status, and never stale from the cache
-//! once the worker has announced its change.
+//! once the change's `order.*` event has been published.
 //!
-//! The worker's announcement is reproduced here byte for byte (the
-//! version-guarded write-through and the `inv:` message of
-//! `services/worker/src/order_cache.rs`): services do not import each
-//! other, so each side pins the wire format with a test of its own.
+//! The worker does not touch the gateway's cache (ADR 0009): its
+//! transaction writes the event, its relay publishes it, and each gateway
+//! instance refreshes its cache from the event. The event is published here
+//! as the relay publishes it; `crates/e2e/tests/freshness.rs` measures the
+//! whole path with the real processes.
 
 use std::time::Duration;
 
+use keel_contracts::events::OrderUpdated;
+use keel_contracts::{DomainEvent, Envelope};
+use keel_messaging::Publisher;
 use keel_store::domain::{
     Currency, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, Order, Quantity, Sku, Source,
     TotalCents, UnitPriceCents,
@@ -33,33 +37,17 @@ fn shopify_order() -> ExternalOrder {
     }
 }
 
-/// What the worker does after committing a change to `order`.
-async fn announce_as_the_worker_does(env: &OrdersEnv, order: &Order) {
-    let client = redis::Client::open(env.redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let prefix = env.redis.prefix();
-    let _: i64 = redis::Script::new(
-        r"
-local current = redis.call('HGET', KEYS[1], 'v')
-if current and tonumber(current) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-",
-    )
-    .key(format!("{prefix}order:{}", order.id))
-    .arg(order.updated_at.timestamp_micros())
-    .arg(serde_json::to_vec(order).unwrap())
-    .arg(300_000)
-    .invoke_async(&mut conn)
-    .await
-    .unwrap();
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(format!("{prefix}orders:invalidate"))
-        .arg(format!("inv:worker-test:0:{}", order.id))
-        .query_async(&mut conn)
+/// What follows the worker's commit of a change to `order`: its outbox
+/// relay publishes the `order.updated` the transaction wrote on
+/// `{ns}.events`, and every gateway instance hears it on its own queue.
+async fn publish_as_the_relay_does(env: &OrdersEnv, order: &Order) {
+    let broker = env.broker.as_ref().expect("an environment with a broker");
+    let event = DomainEvent::OrderUpdated(OrderUpdated {
+        order: order.snapshot(),
+        previous_status: order.status.as_str().to_owned(),
+    });
+    Publisher::new(broker.broker("relay-test"))
+        .publish_event(&Envelope::new(event))
         .await
         .unwrap();
 }
@@ -72,7 +60,7 @@ async fn fulfillment_seen(app: &OrdersApp, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_webhook_order_is_served_to_admins_and_a_workers_change_replaces_every_cached_copy() {
-    let env = OrdersEnv::new().await;
+    let env = OrdersEnv::with_broker().await;
     let (a, b) = (env.spawn().await, env.spawn().await);
     let mut client = env.pool().get().await.unwrap();
     let tx = client.transaction().await.unwrap();
@@ -106,11 +94,11 @@ async fn a_webhook_order_is_served_to_admins_and_a_workers_change_replaces_every
             .await
             .unwrap();
     tx.commit().await.unwrap();
-    // ...is not what the caches hold (this is what the announcement fixes)...
+    // ...is not what the caches hold (this is what the event fixes)...
     assert_eq!(fulfillment_seen(&a, &id_text).await, "pending");
 
-    // ...until the worker announces it.
-    announce_as_the_worker_does(&env, &changed.order).await;
+    // ...until its event is published.
+    publish_as_the_relay_does(&env, &changed.order).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     for app in [&a, &b] {
         while fulfillment_seen(app, &id_text).await != "fulfilled" {
@@ -118,9 +106,32 @@ async fn a_webhook_order_is_served_to_admins_and_a_workers_change_replaces_every
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // And an older version written late (a fill that raced) cannot bury it.
-    announce_as_the_worker_does(&env, &created.order).await;
+    // And an older version's event arriving late cannot bury it.
+    publish_as_the_relay_does(&env, &created.order).await;
     for app in [&a, &b] {
         assert_eq!(fulfillment_seen(app, &id_text).await, "fulfilled");
     }
+    // Redis holds the newest version (written through from PostgreSQL by
+    // the instances that heard the events), with a TTL.
+    let client = redis::Client::open(env.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}order:{id}", env.redis.prefix());
+    let (version, body): (i64, Vec<u8>) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("v")
+        .arg("b")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(version, changed.order.updated_at.timestamp_micros());
+    assert_eq!(
+        serde_json::from_slice::<Order>(&body).unwrap(),
+        changed.order
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "{ttl}");
 }
