@@ -14,6 +14,8 @@
 //! - [`canonical`]: one canonical spelling of every request path before
 //!   routing (unreserved escapes decoded; dot segments, empty segments,
 //!   encoded separators and control characters refused with a 400).
+//! - [`body_deadline`]: every request body must arrive within
+//!   `http.body_read_timeout` of its head, else a 408 and a closed connection.
 //! - [`client_ip`]: the client's address behind trusted reverse proxies.
 //! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
 //!   503 naming the failing ones) and `/metrics`.
@@ -21,6 +23,7 @@
 //!   binds first (port 0 in tests) and runs until a shutdown token is
 //!   cancelled, draining in-flight requests.
 
+pub mod body_deadline;
 pub mod canonical;
 pub mod client_ip;
 pub mod conventions;

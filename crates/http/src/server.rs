@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -14,7 +15,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
-use crate::{HttpSettings, Operational, canonical, conventions, observe, problem, request_id};
+use crate::{
+    HttpSettings, Operational, body_deadline, canonical, conventions, observe, problem, request_id,
+};
 
 #[derive(Debug)]
 pub struct Server {
@@ -46,12 +49,14 @@ impl Server {
 pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// The app factory every service uses: operational endpoints, the
-/// service's routes, body limits, problem+json 404/405/413s, security
-/// headers, canonical request paths, and request-id and observability
-/// middleware. Tests get exactly what production runs.
+/// service's routes, body limits (size and read deadline), problem+json
+/// 404/405/408/413s, security headers, canonical request paths, and
+/// request-id and observability middleware. Tests get exactly what
+/// production runs.
 pub fn app(
     operational: Operational,
     body_limit: usize,
+    body_read_timeout: Duration,
     routes: Routes,
 ) -> App<
     impl ServiceFactory<
@@ -68,6 +73,11 @@ pub fn app(
         .app_data(web::PayloadConfig::new(body_limit))
         .app_data(web::JsonConfig::default().limit(body_limit))
         .default_service(web::to(problem::not_found))
+        // Innermost: whatever reads a body (an extractor, the proxy) reads
+        // it through the deadline, and its failure becomes the 408.
+        .wrap(from_fn(move |req, next| {
+            body_deadline::middleware(body_read_timeout, req, next)
+        }))
         // Registered first = runs last, right before routing: every
         // middleware of the service and the router see the canonical path,
         // while a refused path is still observed, carries the request id
@@ -105,10 +115,17 @@ fn start(
     operational: Operational,
     routes: Routes,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let body_limit = settings.body_limit;
-    let mut builder = HttpServer::new(move || app(operational.clone(), body_limit, routes.clone()))
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
+    let (body_limit, body_read_timeout) = (settings.body_limit, settings.body_read_timeout);
+    let mut builder = HttpServer::new(move || {
+        app(
+            operational.clone(),
+            body_limit,
+            body_read_timeout,
+            routes.clone(),
+        )
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
     if settings.workers > 0 {
         builder = builder.workers(settings.workers);
     }

@@ -13,6 +13,10 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// How long a request body may take to arrive after its head (408 and
+    /// the connection closed beyond; see `body_deadline`).
+    #[serde(with = "humantime_serde", default = "default_body_read_timeout")]
+    pub body_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -23,6 +27,10 @@ pub struct HttpSettings {
     /// ingress). Empty: every request is attributed to its TCP peer.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl HttpSettings {
@@ -39,6 +47,11 @@ impl Validate for HttpSettings {
         if !(1..=512 * 1024 * 1024).contains(&self.body_limit) {
             return Err(
                 Invalid::new("body_limit", "must be between 1 byte and 512 MiB").within("http"),
+            );
+        }
+        if self.body_read_timeout.is_zero() {
+            return Err(
+                Invalid::new("body_read_timeout", "must be greater than zero").within("http"),
             );
         }
         if self.readiness_timeout.is_zero() {

@@ -21,11 +21,12 @@
 //!   every request. An identity header from a proxy address without the
 //!   right secret is a 401: the proxy is misconfigured or impersonated;
 //! - `Authorization: Bearer <jwt>`, verified locally against the auth
-//!   service's JWK Set ([`jwks`]). Verified tokens are remembered by their
-//!   signature until they expire, so a client's second request costs a hash
-//!   lookup instead of an RSA verification. Keying by the signature alone is
-//!   safe: a token with a copied signature but altered claims maps to the
-//!   identity of the genuine token, which its holder already had.
+//!   service's JWK Set ([`jwks`]). Verified tokens are remembered by the
+//!   SHA-256 of the whole token until they expire, so a client's second
+//!   request costs a hash lookup instead of an RSA verification. The whole
+//!   token, not its signature alone: a token whose claims were altered under
+//!   a genuine signature must be refused (RFC 8725 §3.1), never mapped to
+//!   the genuine token's identity.
 
 mod jwks;
 mod revocation;
@@ -148,8 +149,8 @@ struct Verified {
 /// Cached entries live until their token's `exp`, never longer.
 struct UntilExpiry;
 
-impl moka::Expiry<Arc<str>, Verified> for UntilExpiry {
-    fn expire_after_create(&self, _: &Arc<str>, value: &Verified, _: Instant) -> Option<Duration> {
+impl moka::Expiry<[u8; 32], Verified> for UntilExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Verified, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs(
             value.expires_at.saturating_sub(keel_token::claims::now()),
         ))
@@ -177,7 +178,7 @@ const EMAIL_NAMESPACE: Uuid = Uuid::from_u128(0x6b65_656c_2d74_7275_7374_6564_2d
 pub struct Authenticator {
     jwks: Jwks,
     jwks_public_max_age: Duration,
-    verified: Cache<Arc<str>, Verified>,
+    verified: Cache<[u8; 32], Verified>,
     revocation: Option<Revocation>,
     trusted: Option<TrustedProxy>,
 }
@@ -330,8 +331,8 @@ impl Authenticator {
         if !is_compact_jws(token) {
             return Err(AuthnError::InvalidToken(VerifyError::Malformed));
         }
-        let signature = token.rsplit('.').next().unwrap_or_default();
-        let verified = match self.verified.get(signature) {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verified = match self.verified.get(&key) {
             Some(hit) => hit,
             None => {
                 let claims = self.jwks.verify(token).await.map_err(|e| match e {
@@ -342,7 +343,7 @@ impl Authenticator {
                     caller: caller_of(&claims),
                     expires_at: claims.exp,
                 };
-                self.verified.insert(Arc::from(signature), verified.clone());
+                self.verified.insert(key, verified.clone());
                 verified
             }
         };

@@ -120,6 +120,38 @@ async fn a_valid_token_reaches_the_route_as_its_user() {
 }
 
 #[tokio::test]
+async fn a_verified_tokens_signature_over_altered_claims_is_refused_not_served_from_the_cache() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let upstream = FakeUpstream::start().await;
+    let app = spawn_app_with(|s| upstream.configure(s)).await;
+    let (user, token) = upstream.customer_token();
+    let get = |token: String| {
+        app.client
+            .get(format!("{}{PROTECTED}", app.address))
+            .header("authorization", bearer(&token))
+            .send()
+    };
+    // The genuine token is verified, and so remembered.
+    assert_eq!(get(token.clone()).await.unwrap().status(), 200);
+
+    // The same header and signature over claims naming someone else.
+    let parts: Vec<&str> = token.split('.').collect();
+    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let altered = payload.replace(&user.to_string(), &Uuid::new_v4().to_string());
+    assert_ne!(altered, payload);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(altered),
+        parts[2]
+    );
+    assert_unauthorized(get(forged).await.unwrap(), "invalid-token").await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_unknown_kid_triggers_one_refetch_and_no_more_within_the_interval() {
     let upstream = FakeUpstream::start().await;
     let app = spawn_app_with(|s| {
