@@ -2,7 +2,6 @@
 //! round trip through the same client the service uses for work, so a
 //! green check means requests can succeed.
 
-use keel_cache::Redis;
 use keel_db::Pool;
 use keel_http::{Check, CheckFuture};
 use keel_messaging::Broker;
@@ -20,9 +19,12 @@ impl Check for Postgres {
     }
 }
 
+/// Redis (feature `redis`).
+#[cfg(feature = "redis")]
 #[derive(Debug)]
-pub struct RedisCheck(pub Redis);
+pub struct RedisCheck(pub keel_cache::Redis);
 
+#[cfg(feature = "redis")]
 impl Check for RedisCheck {
     fn name(&self) -> &'static str {
         "redis"

@@ -8,7 +8,8 @@
 //! - [`shutdown`]: turns SIGTERM/SIGINT into a cancelled
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken) that the
 //!   binary passes down explicitly; nothing reads a global.
-//! - [`checks`]: `/readyz` probes for PostgreSQL, Redis and RabbitMQ.
+//! - [`checks`]: `/readyz` probes for PostgreSQL, Redis (feature `redis`)
+//!   and RabbitMQ.
 //! - [`healthcheck`]: a dependency-free HTTP probe, so container images need
 //!   no curl for their `HEALTHCHECK`.
 

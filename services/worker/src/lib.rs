@@ -9,14 +9,12 @@
 //!   to orders (Shopify, Stripe), the rest marked `ignored`.
 //! - [`exports`]: the `jobs.export` handler — export files streamed out of
 //!   PostgreSQL into object storage — and the retention sweep.
-//! - [`order_cache`]: after a change, the gateway's order cache is told.
 //! - [`queue_depth`]: sampled queue depths for `/metrics`.
 //!
 //! The worker serves no public API: its port exposes `/healthz`, `/readyz`
 //! and `/metrics` only.
 
 pub mod exports;
-pub mod order_cache;
 pub mod queue_depth;
 pub mod settings;
 pub mod startup;

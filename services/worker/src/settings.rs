@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keel_cache::RedisSettings;
 use keel_config::{Environment, Invalid, Validate};
 use keel_db::DatabaseSettings;
 use keel_http::HttpSettings;
@@ -20,10 +19,6 @@ pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
-    /// The gateway's Redis: the worker tells the gateway's order cache
-    /// about the orders it changes (see `order_cache`).
-    pub redis: RedisSettings,
-    pub order_cache: OrderCacheSettings,
     #[serde(default)]
     pub outbox: RelayOptions,
     pub telemetry: TelemetrySettings,
@@ -32,19 +27,6 @@ pub struct Settings {
     pub shopify: ShopifySettings,
     /// `[exports]`: the export consumer, retention and object storage.
     pub exports: crate::exports::ExportsSettings,
-}
-
-/// `[order_cache]`: the gateway's order cache, as the worker writes to it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OrderCacheSettings {
-    /// Whether the worker updates the gateway's cache at all (off: the
-    /// gateway serves a webhook's change once its entries expire).
-    pub enabled: bool,
-    /// Lifetime of an entry the worker writes (the gateway's
-    /// `orders.redis_cache_ttl`).
-    #[serde(with = "humantime_serde")]
-    pub redis_ttl: Duration,
 }
 
 /// `[jobs.*]`: one consumer per job queue.
@@ -169,7 +151,6 @@ impl Validate for Settings {
         self.http.validate()?;
         self.database.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
-        self.redis.validate()?;
         self.telemetry.validate()?;
         self.jobs.webhook.validate("jobs.webhook")?;
         self.shopify.validate()?;

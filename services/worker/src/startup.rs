@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use keel_cache::Redis;
 use keel_contracts::jobs::JobQueue;
 use keel_db::MigrationSet;
 use keel_dead_letters::{Archiver, ArchiverMetrics};
@@ -15,7 +14,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::exports::Exports;
-use crate::order_cache::OrderCacheNotifier;
 use crate::queue_depth::QueueDepth;
 use crate::settings::{ConsumerSettings, DEFAULTS, Settings};
 use crate::webhooks::shopify::ShopifyApi;
@@ -28,8 +26,6 @@ pub enum StartupError {
     Database(#[from] keel_db::Error),
     #[error(transparent)]
     Broker(#[from] keel_messaging::Error),
-    #[error(transparent)]
-    Redis(#[from] keel_cache::Error),
     #[error("cannot build the Shopify API client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot open the export storage: {0}")]
@@ -130,20 +126,11 @@ impl Application {
         let consumer_metrics = ConsumerMetrics::register(&mut registry);
 
         // jobs.webhook
-        let order_cache = if settings.order_cache.enabled {
-            Some(OrderCacheNotifier::new(
-                Redis::new(&settings.redis)?,
-                settings.order_cache.redis_ttl,
-            ))
-        } else {
-            None
-        };
         let webhooks = WebhookHandler::new(
             pool.clone(),
             relay.waker(),
             &settings.webhooks,
             ShopifyApi::from_settings(&settings.shopify)?,
-            order_cache,
             settings.amqp.retry.max_attempts(),
             WebhookMetrics::register(&mut registry),
         );

@@ -20,7 +20,9 @@
 //! 4. one transaction: lock the event row (lock timeout → transient),
 //!    skip if another worker finished it meanwhile, apply the action
 //!    (domain events through the outbox), mark the event, commit;
-//! 5. after the commit, tell the gateway's order cache.
+//! 5. after the commit, wake the outbox relays: the `order.*` events they
+//!    publish are also how the gateway's order cache learns of the change
+//!    (the gateway owns that cache; ADR 0009).
 //!
 //! On failure, count the attempt and keep its error on the event, marking
 //! it `failed` when no retry follows.
@@ -58,7 +60,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use uuid::Uuid;
 
-use crate::order_cache::OrderCacheNotifier;
 use crate::settings::WebhooksSettings;
 use crate::webhooks::error::ProcessingError;
 use crate::webhooks::shopify::{ShopifyApi, ShopifyOrder};
@@ -149,7 +150,6 @@ struct Inner {
     pool: Pool,
     sources: HashMap<String, Scheme>,
     shopify: Option<ShopifyApi>,
-    cache: Option<OrderCacheNotifier>,
     /// The domain events' outbox rows carry no NOTIFY (it would serialise
     /// the commits of concurrent jobs): the relays are woken after commit.
     relays: RelayWaker,
@@ -166,7 +166,6 @@ impl WebhookHandler {
         relays: RelayWaker,
         settings: &WebhooksSettings,
         shopify: Option<ShopifyApi>,
-        cache: Option<OrderCacheNotifier>,
         max_attempts: u32,
         metrics: WebhookMetrics,
     ) -> Self {
@@ -181,7 +180,6 @@ impl WebhookHandler {
                 pool,
                 sources,
                 shopify,
-                cache,
                 max_attempts,
                 metrics,
             }),
@@ -232,11 +230,6 @@ impl WebhookHandler {
 
         if !changed.is_empty() {
             inner.relays.wake();
-        }
-        if let Some(cache) = &inner.cache {
-            for order in &changed {
-                cache.written(order).await;
-            }
         }
         if let Some(note) = &note {
             tracing::info!(event_id = %event_id, note = %note, "webhook event ignored");
@@ -322,16 +315,6 @@ async fn apply(
         }
         Action::Ignore => return Ok((Outcome::Ignored, changed, None)),
     }
-    // Two changes to one order (upsert, then fulfilment): the cache needs
-    // only the newest version.
-    changed.dedup_by(|newer, older| {
-        if newer.id == older.id {
-            std::mem::swap(newer, older);
-            true
-        } else {
-            false
-        }
-    });
     Ok((Outcome::Processed, changed, None))
 }
 

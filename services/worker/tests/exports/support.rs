@@ -164,7 +164,6 @@ impl TestWorker {
         settings.http.workers = 1;
         settings.database = db.settings();
         settings.amqp = broker.settings();
-        settings.order_cache.enabled = false;
         settings.outbox.poll_interval = Duration::from_millis(100);
         settings.exports.storage = root.settings();
         settings.exports.progress_interval = Duration::from_millis(50);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use keel_testkit::broker::TestBroker;
-use keel_testkit::redis::TestRedis;
 use keel_webhooks::{NewEvent, capture};
 
 use crate::support::*;
@@ -14,15 +13,12 @@ const JOBS: u64 = 10_000;
 async fn three_workers_competing_on_ten_thousand_jobs_apply_each_exactly_once() {
     let db = database().await;
     let broker = TestBroker::new().await;
-    let redis = TestRedis::new();
     let mut workers = Vec::new();
     for _ in 0..3 {
-        let mut settings = settings(&db, &broker, &redis, None);
+        let mut settings = settings(&db, &broker, None);
         settings.database.max_connections = 8;
         settings.jobs.webhook.prefetch = 16;
         settings.jobs.webhook.concurrency = 8;
-        // The cache is not what this test is about; Redis stays out of it.
-        settings.order_cache.enabled = false;
         workers.push(run_worker(settings).await);
     }
 

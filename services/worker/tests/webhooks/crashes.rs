@@ -6,7 +6,6 @@ use std::time::Duration;
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use keel_testkit::process::ServiceProcess;
-use keel_testkit::redis::TestRedis;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
 
@@ -17,15 +16,12 @@ const BINARY: &str = env!("CARGO_BIN_EXE_worker");
 fn env(
     db: &TestDatabase,
     broker: &TestBroker,
-    redis: &TestRedis,
     shopify: &FakeShopify,
 ) -> Vec<(&'static str, String)> {
     vec![
         ("KEEL_DATABASE__URL", db.url()),
         ("KEEL_AMQP__URL", keel_testkit::env::amqp_url()),
         ("KEEL_AMQP__NAMESPACE", broker.namespace().to_owned()),
-        ("KEEL_REDIS__URL", redis.url().to_owned()),
-        ("KEEL_REDIS__KEY_PREFIX", redis.prefix().to_owned()),
         ("KEEL_SHOPIFY__API_BASE_URL", shopify.url.clone()),
         ("KEEL_SHOPIFY__ACCESS_TOKEN", TOKEN.to_owned()),
         ("KEEL_OUTBOX__POLL_INTERVAL", "100ms".to_owned()),
@@ -57,14 +53,13 @@ async fn queued(broker: &TestBroker) -> u32 {
 async fn a_worker_killed_mid_job_loses_nothing_and_the_job_is_applied_once() {
     let db = database().await;
     let broker = TestBroker::new().await;
-    let redis = TestRedis::new();
     // Slow enough to be killed in the middle of the job.
     let shopify = FakeShopify::start(Answer::Fulfillments {
         statuses: vec!["open"],
         delay: Duration::from_secs(3),
     })
     .await;
-    let env = env(&db, &broker, &redis, &shopify);
+    let env = env(&db, &broker, &shopify);
     let event = captured(&db, "shopify", "orders/create", &shopify_order(9)).await;
 
     let first = ServiceProcess::start(BINARY, &env, Duration::from_secs(30)).await;
@@ -133,13 +128,12 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_is_applied_once() {
 async fn sigterm_lets_in_flight_jobs_finish_leaves_the_rest_queued_and_exits_0() {
     let db = database().await;
     let broker = TestBroker::new().await;
-    let redis = TestRedis::new();
     let shopify = FakeShopify::start(Answer::Fulfillments {
         statuses: vec!["success"],
         delay: Duration::from_secs(2),
     })
     .await;
-    let mut env = env(&db, &broker, &redis, &shopify);
+    let mut env = env(&db, &broker, &shopify);
     env.push(("KEEL_JOBS__WEBHOOK__PREFETCH", "2".to_owned()));
     env.push(("KEEL_JOBS__WEBHOOK__CONCURRENCY", "2".to_owned()));
     let mut events = Vec::new();

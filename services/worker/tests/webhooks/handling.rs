@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use keel_store::domain::{OrderStatus, Scope};
 use keel_testkit::broker::TestBroker;
-use keel_testkit::redis::TestRedis;
 use worker::webhooks::error::ProcessingError;
 use worker::webhooks::shopify::ShopifyApi;
 use worker::webhooks::{JobEnd, WebhookHandler, WebhookMetrics};
 
 use crate::support::*;
 
-/// The handler as the worker builds it, minus the cache notifier.
+/// The handler as the worker builds it.
 fn handler(
     db: &keel_testkit::database::TestDatabase,
     settings: &worker::settings::Settings,
@@ -22,7 +21,6 @@ fn handler(
         keel_outbox::RelayWaker::new(db.pool().clone()),
         &settings.webhooks,
         ShopifyApi::from_settings(&settings.shopify).unwrap(),
-        None,
         settings.amqp.retry.max_attempts(),
         WebhookMetrics::default(),
     )
@@ -31,13 +29,13 @@ fn handler(
 #[tokio::test]
 async fn a_shopify_order_becomes_an_order_with_the_fulfilment_status_its_api_reports() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
+    let broker = TestBroker::new().await;
     let shopify = FakeShopify::start(Answer::Fulfillments {
         statuses: vec!["cancelled", "success"],
         delay: Duration::ZERO,
     })
     .await;
-    let settings = settings(&db, &broker, &redis, Some(&shopify.url));
+    let settings = settings(&db, &broker, Some(&shopify.url));
     let event = captured(
         &db,
         "shopify",
@@ -84,8 +82,8 @@ async fn a_shopify_order_becomes_an_order_with_the_fulfilment_status_its_api_rep
 #[tokio::test]
 async fn orders_updated_changes_the_order_and_an_identical_update_changes_nothing() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handler = handler(&db, &settings);
     let created = captured(&db, "shopify", "orders/create", &shopify_order(42)).await;
     handler.process(created).await.unwrap();
@@ -117,8 +115,8 @@ async fn orders_updated_changes_the_order_and_an_identical_update_changes_nothin
 #[tokio::test]
 async fn a_stripe_payment_marks_the_referenced_order_paid_once() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handler = handler(&db, &settings);
     let order = captured(&db, "shopify", "orders/create", &shopify_order(7)).await;
     handler.process(order).await.unwrap();
@@ -152,8 +150,8 @@ async fn a_stripe_payment_marks_the_referenced_order_paid_once() {
 #[tokio::test]
 async fn a_payment_for_an_unknown_order_is_a_permanent_failure() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let body = serde_json::json!({
         "type": "payment_intent.succeeded",
         "data": {"object": {"amount_received": 100, "currency": "eur",
@@ -172,8 +170,8 @@ async fn a_payment_for_an_unknown_order_is_a_permanent_failure() {
 #[tokio::test]
 async fn github_events_and_unknown_topics_are_stored_and_ignored() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handler = handler(&db, &settings);
     let push = captured(&db, "github", "push", br#"{"ref":"refs/heads/main"}"#).await;
     let refund = captured(
@@ -200,8 +198,8 @@ async fn github_events_and_unknown_topics_are_stored_and_ignored() {
 #[tokio::test]
 async fn a_redelivered_job_is_skipped_without_a_second_effect() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handler = handler(&db, &settings);
     let event = captured(&db, "shopify", "orders/create", &shopify_order(99)).await;
 
@@ -217,8 +215,8 @@ async fn a_redelivered_job_is_skipped_without_a_second_effect() {
 #[tokio::test]
 async fn two_handlers_on_one_event_apply_it_once() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let (a, b) = (handler(&db, &settings), handler(&db, &settings));
     let event = captured(&db, "shopify", "orders/create", &shopify_order(5)).await;
 
@@ -234,8 +232,8 @@ async fn two_handlers_on_one_event_apply_it_once() {
 #[tokio::test]
 async fn an_invalid_payload_is_permanent_and_names_the_field() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let mut body: serde_json::Value = serde_json::from_slice(&shopify_order(3)).unwrap();
     body["currency"] = "euro".into();
     let event = captured(
@@ -256,9 +254,9 @@ async fn an_invalid_payload_is_permanent_and_names_the_field() {
 #[tokio::test]
 async fn a_short_retry_after_is_waited_out_in_the_job() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
+    let broker = TestBroker::new().await;
     let shopify = FakeShopify::start(Answer::RateLimitedOnce { retry_after: "0.3" }).await;
-    let settings = settings(&db, &broker, &redis, Some(&shopify.url));
+    let settings = settings(&db, &broker, Some(&shopify.url));
     let event = captured(&db, "shopify", "orders/create", &shopify_order(429)).await;
     let started = std::time::Instant::now();
 
@@ -280,9 +278,9 @@ async fn a_short_retry_after_is_waited_out_in_the_job() {
 #[tokio::test]
 async fn a_long_retry_after_fails_the_attempt_and_holds_back_calls_until_it_passes() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
+    let broker = TestBroker::new().await;
     let shopify = FakeShopify::start(Answer::RateLimitedOnce { retry_after: "60" }).await;
-    let settings = settings(&db, &broker, &redis, Some(&shopify.url));
+    let settings = settings(&db, &broker, Some(&shopify.url));
     let handler = handler(&db, &settings);
     let event = captured(&db, "shopify", "orders/create", &shopify_order(430)).await;
 

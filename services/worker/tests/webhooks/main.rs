@@ -1,5 +1,5 @@
-//! The webhook handler of `jobs.webhook` against real PostgreSQL, RabbitMQ
-//! and Redis, with a fake Shopify Admin API served over real HTTP.
+//! The webhook handler of `jobs.webhook` against real PostgreSQL and
+//! RabbitMQ, with a fake Shopify Admin API served over real HTTP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

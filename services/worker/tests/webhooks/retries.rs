@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
-use keel_testkit::redis::TestRedis;
 
 use crate::support::*;
 
@@ -13,9 +12,8 @@ use crate::support::*;
 async fn a_failing_shopify_api_retries_on_schedule_then_dead_letters_and_fails_the_event() {
     let db = database().await;
     let broker = TestBroker::with_retry(short_retries()).await;
-    let redis = TestRedis::new();
     let shopify = FakeShopify::start(Answer::Status(500)).await;
-    let (shutdown, worker) = run_worker(settings(&db, &broker, &redis, Some(&shopify.url))).await;
+    let (shutdown, worker) = run_worker(settings(&db, &broker, Some(&shopify.url))).await;
     let started = Instant::now();
 
     let event = captured(&db, "shopify", "orders/create", &shopify_order(500)).await;
@@ -62,9 +60,8 @@ async fn a_failing_shopify_api_retries_on_schedule_then_dead_letters_and_fails_t
 async fn a_refusing_shopify_api_dead_letters_at_once() {
     let db = database().await;
     let broker = TestBroker::with_retry(short_retries()).await;
-    let redis = TestRedis::new();
     let shopify = FakeShopify::start(Answer::Status(404)).await;
-    let (shutdown, worker) = run_worker(settings(&db, &broker, &redis, Some(&shopify.url))).await;
+    let (shutdown, worker) = run_worker(settings(&db, &broker, Some(&shopify.url))).await;
 
     let event = captured(&db, "shopify", "orders/create", &shopify_order(404)).await;
 
@@ -87,9 +84,8 @@ async fn a_refusing_shopify_api_dead_letters_at_once() {
 async fn a_dead_lettered_job_requeued_by_an_admin_is_processed_once_the_api_recovers() {
     let db = database().await;
     let broker = TestBroker::with_retry(short_retries()).await;
-    let redis = TestRedis::new();
     let shopify = FakeShopify::start(Answer::Status(503)).await;
-    let (shutdown, worker) = run_worker(settings(&db, &broker, &redis, Some(&shopify.url))).await;
+    let (shutdown, worker) = run_worker(settings(&db, &broker, Some(&shopify.url))).await;
     // The worker archives {ns}.dead into `dead_letters`, where the admin
     // API lists and requeues from.
     let event = captured(&db, "shopify", "orders/create", &shopify_order(503)).await;

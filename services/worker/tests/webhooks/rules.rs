@@ -7,21 +7,19 @@ use std::time::Duration;
 use keel_store::domain::{OrderStatus, Scope};
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
-use keel_testkit::redis::TestRedis;
 use uuid::Uuid;
 use worker::webhooks::shopify::ShopifyApi;
 use worker::webhooks::{JobEnd, WebhookHandler, WebhookMetrics};
 
 use crate::support::*;
 
-/// The handler as the worker builds it, minus the cache notifier.
+/// The handler as the worker builds it.
 fn handler(db: &TestDatabase, settings: &worker::settings::Settings) -> WebhookHandler {
     WebhookHandler::new(
         db.pool().clone(),
         keel_outbox::RelayWaker::new(db.pool().clone()),
         &settings.webhooks,
         ShopifyApi::from_settings(&settings.shopify).unwrap(),
-        None,
         settings.amqp.retry.max_attempts(),
         WebhookMetrics::default(),
     )
@@ -60,8 +58,7 @@ async fn a_payment_of_another_amount_or_currency_fails_its_event_with_a_readable
  {
     let db = database().await;
     let broker = TestBroker::with_retry(short_retries()).await;
-    let redis = TestRedis::new();
-    let (shutdown, worker) = run_worker(settings(&db, &broker, &redis, None)).await;
+    let (shutdown, worker) = run_worker(settings(&db, &broker, None)).await;
     // 254.98 EUR.
     let order = captured(&db, "shopify", "orders/create", &shopify_order(6001)).await;
     eventually(Duration::from_secs(30), "the order is stored", || async {
@@ -139,8 +136,8 @@ async fn stored(db: &TestDatabase, id: u64) -> (i64, Option<String>) {
 #[tokio::test]
 async fn an_older_shopify_update_delivered_after_a_newer_one_changes_nothing_and_says_why() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handler = handler(&db, &settings);
     let create = shopify_version(77, "10.00", "a@example.com", "2026-01-01T10:00:00Z");
     let newer = shopify_version(77, "30.00", "c@example.com", "2026-01-01T12:00:00Z");
@@ -179,8 +176,8 @@ async fn an_older_shopify_update_delivered_after_a_newer_one_changes_nothing_and
 #[tokio::test]
 async fn orders_create_arriving_after_orders_updated_does_not_overwrite_it() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handler = handler(&db, &settings);
     let create = shopify_version(78, "10.00", "a@example.com", "2026-01-01T10:00:00Z");
     let updated = shopify_version(78, "30.00", "c@example.com", "2026-01-01T10:00:05Z");
@@ -199,8 +196,8 @@ async fn orders_create_arriving_after_orders_updated_does_not_overwrite_it() {
 #[tokio::test]
 async fn concurrent_shopify_versions_of_one_order_leave_the_newest_whatever_order_they_commit_in() {
     let db = database().await;
-    let (broker, redis) = (TestBroker::new().await, TestRedis::new());
-    let settings = settings(&db, &broker, &redis, None);
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
     let handlers: Vec<_> = (0..4).map(|_| handler(&db, &settings)).collect();
     let mut events = Vec::new();
     for minute in 0..12 {

@@ -9,7 +9,6 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use keel_messaging::RetryPolicy;
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
-use keel_testkit::redis::TestRedis;
 use keel_webhooks::{NewEvent, capture};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -232,18 +231,11 @@ async fn fulfillments(
 }
 
 /// Worker settings against the test servers; `shopify`: the fake API's URL.
-pub fn settings(
-    db: &TestDatabase,
-    broker: &TestBroker,
-    redis: &TestRedis,
-    shopify: Option<&str>,
-) -> Settings {
+pub fn settings(db: &TestDatabase, broker: &TestBroker, shopify: Option<&str>) -> Settings {
     let mut settings = Settings::defaults().unwrap();
     settings.http.port = 0;
     settings.database = db.settings();
     settings.amqp = broker.settings();
-    settings.redis.url = SecretString::from(redis.url().to_owned());
-    settings.redis.key_prefix = redis.prefix().to_owned();
     settings.shopify.api_base_url = shopify.map(str::to_owned);
     settings.shopify.access_token = Some(SecretString::from(TOKEN));
     settings.outbox.poll_interval = Duration::from_millis(100);
