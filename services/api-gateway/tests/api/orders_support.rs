@@ -68,6 +68,9 @@ impl OrdersEnv {
         settings.database = self.db.settings();
         settings.redis.url = SecretString::from(self.redis.url().to_owned());
         settings.redis.key_prefix = self.redis.prefix().to_owned();
+        if let Some(broker) = &self.broker {
+            settings.amqp = broker.settings();
+        }
         settings
     }
 
@@ -105,12 +108,14 @@ impl OrdersEnv {
                 .run_background(area.subscriber, shutdown.clone()),
         );
         let mut tasks = vec![background];
-        if let Some(broker) = &self.broker {
+        if self.broker.is_some() {
             // As `startup.rs` wires it: the events subscription hands
-            // order changes to the cache.
+            // order changes to the cache (`settings.amqp`: the test broker,
+            // or a proxy in front of it).
             let hub = Hub::new(1, 1, EventsMetrics::register(&mut registry));
-            let subscription = Subscription::new(broker.broker("orders-test"), hub)
-                .with_order_changes(state.order_changes());
+            let broker = keel_messaging::Broker::new(settings.amqp.clone(), "orders-test");
+            let subscription =
+                Subscription::new(broker, hub).with_order_changes(state.order_changes());
             tasks.push(tokio::spawn(subscription.run(shutdown.clone())));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -18,6 +18,8 @@ use keel_store::domain::{
     TotalCents, UnitPriceCents,
 };
 use keel_store::orders;
+use keel_testkit::proxy::TcpProxy;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::orders_support::{As, OrdersApp, OrdersEnv};
@@ -134,4 +136,65 @@ async fn a_webhook_order_is_served_to_admins_and_a_workers_change_replaces_every
         .await
         .unwrap();
     assert!(ttl > 0, "{ttl}");
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_hear_order_events_does_not_answer_from_memory() {
+    let env = OrdersEnv::with_broker().await;
+    let amqp = url::Url::parse(env.settings().amqp.url.expose_secret()).unwrap();
+    let proxy = TcpProxy::start(
+        format!("{}:{}", amqp.host_str().unwrap(), amqp.port().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    // A hears events through the proxy; B directly.
+    let a = env
+        .spawn_with(|s| {
+            let mut url = url::Url::parse(s.amqp.url.expose_secret()).unwrap();
+            url.set_port(Some(proxy.addr().port())).unwrap();
+            s.amqp.url = SecretString::from(url.to_string());
+        })
+        .await;
+    let b = env.spawn().await;
+    let mut client = env.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let id = orders::upsert_external(&tx, &shopify_order())
+        .await
+        .unwrap()
+        .order
+        .id;
+    orders::record_fulfillment(&tx, id, &FulfillmentStatus::parse("pending").unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id_text = id.to_string();
+    // In A's memory and in Redis.
+    for _ in 0..2 {
+        assert_eq!(fulfillment_seen(&a, &id_text).await, "pending");
+    }
+
+    proxy.cut();
+    a.wait_cache_live(false).await;
+    // A change A cannot hear of: B refreshes Redis from its event...
+    let tx = client.transaction().await.unwrap();
+    let changed =
+        orders::record_fulfillment(&tx, id, &FulfillmentStatus::parse("fulfilled").unwrap())
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    publish_as_the_relay_does(&env, &changed.order).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while fulfillment_seen(&b, &id_text).await != "fulfilled" {
+        assert!(tokio::time::Instant::now() < deadline, "B still stale");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and A, deaf, does not answer from its memory.
+    assert_eq!(fulfillment_seen(&a, &id_text).await, "fulfilled");
+
+    proxy.restore();
+    a.wait_cache_live(true).await;
+    for _ in 0..2 {
+        assert_eq!(fulfillment_seen(&a, &id_text).await, "fulfilled");
+    }
 }
