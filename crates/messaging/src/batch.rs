@@ -12,8 +12,9 @@
 //! therefore be idempotent per message, which it has to be anyway because a
 //! crash between commit and ack redelivers the batch.
 //!
-//! The single-message [`Consumer`](crate::Consumer) is unchanged; both share
-//! the delivery parsing and the dead-letter headers.
+//! It shares with the single-message [`Consumer`](crate::Consumer) the
+//! delivery parsing, the dead-letter headers and the reconnect loop
+//! ([`run_sessions`](crate::session::run_sessions)).
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -24,20 +25,17 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::connection::Broker;
-use crate::consumer::{
-    ATTEMPT_HEADER, DEATH_REASON_HEADER, DecodeError, HandlerError, Incoming, LAST_ERROR_HEADER,
-    ORIGINAL_ROUTING_KEY_HEADER, QUEUE_HEADER, copy_properties, long_string,
-};
+use crate::consumer::{DecodeError, HandlerError, Incoming, dead_letter_properties};
 use crate::error::{Error, Result};
 use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::publisher::Publisher;
+use crate::session::{Session, SessionEnd, run_sessions};
 use crate::topology::QueueSpec;
-use crate::trace::header_str;
 
 /// Application code run for each batch.
 pub trait BatchHandler: Send + Sync + 'static {
@@ -90,12 +88,6 @@ pub struct BatchConsumer<H> {
     handler: H,
 }
 
-/// How a session (one channel's life) ended.
-enum SessionEnd {
-    Stopped,
-    Lost(Error),
-}
-
 /// What became of a collected batch.
 enum Settled {
     /// Acknowledged (or requeued after a failure): carry on.
@@ -127,33 +119,14 @@ impl<H: BatchHandler> BatchConsumer<H> {
     /// finished (handled and acknowledged), then consumption is cancelled
     /// and the channel closed, so anything buffered returns to the queue.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let mut failures = 0u32;
-        loop {
-            let Some(channel) = self.broker.channel_with_retry(&shutdown).await else {
-                return Ok(());
-            };
-            match self.session(channel, &shutdown).await {
-                SessionEnd::Stopped => return Ok(()),
-                SessionEnd::Lost(error) => {
-                    failures += 1;
-                    let delay = self.broker.settings().reconnect.delay(failures);
-                    tracing::warn!(
-                        queue = %self.queue.name, error = %error, ?delay,
-                        "batch consumer lost its channel; reconnecting"
-                    );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        run_sessions(&self.broker, &self, &shutdown).await;
+        Ok(())
     }
 
     async fn session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
         let mut consumer = match self.start(&channel).await {
             Ok(consumer) => consumer,
-            Err(error) => return SessionEnd::Lost(error),
+            Err(error) => return SessionEnd::Failed(error),
         };
         tracing::info!(
             queue = %self.queue.name,
@@ -341,19 +314,8 @@ impl<H: BatchHandler> BatchConsumer<H> {
     /// (acknowledged later with its batch).
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         tracing::warn!(queue = %self.queue.name, reason, "undecodable message; dead-lettering");
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        let original_key = header_str(&headers, ORIGINAL_ROUTING_KEY_HEADER)
-            .map(str::to_owned)
-            .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
-        headers.insert(DEATH_REASON_HEADER.into(), long_string("undecodable"));
-        headers.insert(LAST_ERROR_HEADER.into(), long_string(reason));
-        headers.insert(
-            ORIGINAL_ROUTING_KEY_HEADER.into(),
-            long_string(&original_key),
-        );
-        headers.insert(QUEUE_HEADER.into(), long_string(&self.queue.name));
-        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(1));
-        let properties = copy_properties(&delivery.properties, headers);
+        let (original_key, properties) =
+            dead_letter_properties(delivery, &self.queue.name, "undecodable", reason, 1);
         self.publisher
             .publish_raw(
                 &self.broker.topology().dead_exchange(),
@@ -391,6 +353,16 @@ impl<H: BatchHandler> BatchConsumer<H> {
     /// The metrics this consumer reports into.
     pub fn metrics(&self) -> &ConsumerMetrics {
         &self.metrics
+    }
+}
+
+impl<H: BatchHandler> Session for BatchConsumer<H> {
+    fn name(&self) -> &str {
+        &self.queue.name
+    }
+
+    async fn run_session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
+        self.session(channel, shutdown).await
     }
 }
 

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::publisher::Publisher;
 use crate::retry::RetryDecision;
+use crate::session::{Session, SessionEnd, run_sessions};
 use crate::topology::QueueSpec;
 use crate::trace::{header_str, set_parent_from_headers};
 
@@ -243,14 +244,6 @@ struct Shared<H> {
     metrics: ConsumerMetrics,
 }
 
-/// How a session (one channel's life) ended.
-enum SessionEnd {
-    /// Shutdown requested and done.
-    Stopped,
-    /// The channel or connection failed: reconnect.
-    Lost(Error),
-}
-
 impl<H: Handler> Consumer<H> {
     pub fn new(
         broker: Broker,
@@ -280,33 +273,14 @@ impl<H: Handler> Consumer<H> {
     /// (basic.cancel), in-flight handlers finish (up to the grace period),
     /// then the channel closes so anything unacknowledged is redelivered.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let mut failures = 0u32;
-        loop {
-            let Some(channel) = self.broker.channel_with_retry(&shutdown).await else {
-                return Ok(());
-            };
-            match self.session(channel, &shutdown).await {
-                SessionEnd::Stopped => return Ok(()),
-                SessionEnd::Lost(error) => {
-                    failures += 1;
-                    let delay = self.broker.settings().reconnect.delay(failures);
-                    tracing::warn!(
-                        queue = %self.queue.name, error = %error, ?delay,
-                        "consumer lost its channel; reconnecting"
-                    );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        run_sessions(&self.broker, &self, &shutdown).await;
+        Ok(())
     }
 
     async fn session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
         let mut consumer = match self.start(&channel).await {
             Ok(consumer) => consumer,
-            Err(error) => return SessionEnd::Lost(error),
+            Err(error) => return SessionEnd::Failed(error),
         };
         tracing::info!(queue = %self.queue.name, "consuming");
         let tracker = TaskTracker::new();
@@ -411,6 +385,16 @@ impl<H: Handler> Consumer<H> {
     /// The metrics this consumer reports into.
     pub fn metrics(&self) -> &ConsumerMetrics {
         &self.metrics
+    }
+}
+
+impl<H: Handler> Session for Consumer<H> {
+    fn name(&self) -> &str {
+        &self.queue.name
+    }
+
+    async fn run_session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
+        self.session(channel, shutdown).await
     }
 }
 
@@ -520,22 +504,8 @@ impl<H: Handler> Shared<H> {
         error: &str,
         attempt: u32,
     ) -> Outcome {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        let original_key = header_str(&headers, ORIGINAL_ROUTING_KEY_HEADER)
-            .map(str::to_owned)
-            .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
-        headers.insert(DEATH_REASON_HEADER.into(), long_string(reason));
-        headers.insert(LAST_ERROR_HEADER.into(), long_string(error));
-        headers.insert(
-            ORIGINAL_ROUTING_KEY_HEADER.into(),
-            long_string(&original_key),
-        );
-        headers.insert(QUEUE_HEADER.into(), long_string(&self.queue.name));
-        headers.insert(
-            ATTEMPT_HEADER.into(),
-            AMQPValue::LongLongInt(i64::from(attempt)),
-        );
-        let properties = copy_properties(&delivery.properties, headers);
+        let (original_key, properties) =
+            dead_letter_properties(delivery, &self.queue.name, reason, error, attempt);
         let published = self
             .publisher
             .publish_raw(
@@ -586,7 +556,36 @@ impl<H: Handler> Shared<H> {
     }
 }
 
-pub(crate) fn long_string(value: &str) -> AMQPValue {
+/// Where a dead letter of `delivery` goes and what it carries: its
+/// original routing key, and its properties with the headers that say why
+/// it died (the dead-letter contract both consumer runners publish).
+pub(crate) fn dead_letter_properties(
+    delivery: &Delivery,
+    queue: &str,
+    reason: &str,
+    error: &str,
+    attempt: u32,
+) -> (String, BasicProperties) {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let original_key = header_str(&headers, ORIGINAL_ROUTING_KEY_HEADER)
+        .map(str::to_owned)
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+    headers.insert(DEATH_REASON_HEADER.into(), long_string(reason));
+    headers.insert(LAST_ERROR_HEADER.into(), long_string(error));
+    headers.insert(
+        ORIGINAL_ROUTING_KEY_HEADER.into(),
+        long_string(&original_key),
+    );
+    headers.insert(QUEUE_HEADER.into(), long_string(queue));
+    headers.insert(
+        ATTEMPT_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    let properties = copy_properties(&delivery.properties, headers);
+    (original_key, properties)
+}
+
+fn long_string(value: &str) -> AMQPValue {
     let value = if value.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
         while !value.is_char_boundary(end) {
@@ -600,7 +599,7 @@ pub(crate) fn long_string(value: &str) -> AMQPValue {
 }
 
 /// The original message's properties with new headers.
-pub(crate) fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
     let mut properties = BasicProperties::default()
         .with_headers(headers)
         .with_content_type(ShortString::from("application/json"))

@@ -13,6 +13,8 @@
 //!   retries through delay queues and graceful shutdown.
 //! - [`batch`]: [`BatchConsumer`], draining a queue into a [`BatchHandler`]
 //!   a batch at a time (one transaction, one multiple-ack per batch).
+//! - [`session`]: the reconnect loop both consumers share ([`run_sessions`]:
+//!   channel, session, capped jittered backoff, again until shutdown).
 //! - [`retry`]: the retry decision for one failed attempt (tiers, jitter).
 //! - [`trace`]: W3C trace context in AMQP headers.
 //! - [`metrics`]: Prometheus counters of the consumer runner.
@@ -31,6 +33,7 @@ pub mod error;
 pub mod metrics;
 pub mod publisher;
 pub mod retry;
+pub mod session;
 pub mod settings;
 pub mod topology;
 pub mod trace;
@@ -42,5 +45,6 @@ pub use error::{Error, Result};
 pub use metrics::{ConsumerMetrics, Outcome};
 pub use publisher::{OutgoingMessage, Publisher};
 pub use retry::RetryDecision;
+pub use session::{Session, SessionEnd, run_sessions};
 pub use settings::{AmqpSettings, ReconnectSettings, RetryPolicy};
 pub use topology::{QueueSpec, Target, Topology};

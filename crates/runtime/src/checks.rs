@@ -2,9 +2,19 @@
 //! round trip through the same client the service uses for work, so a
 //! green check means requests can succeed.
 
+use std::time::Duration;
+
 use keel_db::Pool;
-use keel_http::{Check, CheckFuture};
+use keel_http::{Check, CheckFuture, Readiness};
 use keel_messaging::Broker;
+
+/// The checks every service shares (PostgreSQL, RabbitMQ), each bounded by
+/// `timeout`; a service adds its own with [`Readiness::with`].
+pub fn readiness(timeout: Duration, pool: Pool, broker: Broker) -> Readiness {
+    Readiness::new(timeout)
+        .with(Postgres(pool))
+        .with(RabbitMq(broker))
+}
 
 #[derive(Debug)]
 pub struct Postgres(pub Pool);

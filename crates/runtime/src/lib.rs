@@ -10,17 +10,26 @@
 //!   binary passes down explicitly; nothing reads a global.
 //! - [`checks`]: `/readyz` probes for PostgreSQL, Redis (feature `redis`)
 //!   and RabbitMQ.
+//! - [`background`]: [`Background`], a service's named background tasks:
+//!   one that ends early stops the service; all are waited for, with a
+//!   deadline, on shutdown.
+//! - [`serving`]: [`serve_until_stopped`], the end of every service's
+//!   `run_until_stopped` (serve, stop the background, close the broker).
 //! - [`healthcheck`]: a dependency-free HTTP probe, so container images need
 //!   no curl for their `HEALTHCHECK`.
 
+pub mod background;
 pub mod checks;
 pub mod cli;
 pub mod healthcheck;
 pub mod service;
+pub mod serving;
 pub mod shutdown;
 
+pub use background::Background;
 pub use cli::CommonCommand;
 pub use service::{Service, run};
+pub use serving::{RunError, serve_until_stopped};
 pub use shutdown::shutdown_on_signals;
 
 /// Prints a configuration error as the one line operators need and returns
