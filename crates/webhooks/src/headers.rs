@@ -1,8 +1,10 @@
 //! Header access for the verifier, and the headers stored with an event.
+//!
+//! Layering: this module knows no scheme. [`crate::scheme`] sits above it:
+//! each scheme's file declares its [`HeaderRules`] (its senders' header
+//! prefixes and its secret headers), and [`stored_headers`] applies them.
 
 use serde_json::{Map, Value};
-
-use crate::scheme::Scheme;
 
 /// Read access to a request's headers, by case-insensitive name. The
 /// gateway implements it over actix's header map; tests over a slice.
@@ -26,27 +28,50 @@ impl<const N: usize> Headers for [(&str, &str); N] {
     }
 }
 
+/// Which headers a scheme's senders add, and which of them are secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRules {
+    /// Lower-case prefixes of the headers the senders add (kept).
+    pub sender_prefixes: &'static [&'static str],
+    /// The headers carrying a signature (kept, value redacted), any case.
+    pub secret: &'static [&'static str],
+}
+
+impl HeaderRules {
+    /// `name` (lower case) is one of the headers the senders add.
+    pub fn is_sender_header(&self, name: &str) -> bool {
+        self.sender_prefixes.iter().any(|p| name.starts_with(p))
+    }
+
+    /// `name` (any case) carries a signature.
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.secret.iter().any(|s| name.eq_ignore_ascii_case(s))
+    }
+}
+
 /// What replaces a signature header's value in storage.
 pub const REDACTED: &str = "[redacted]";
 
 /// The headers worth keeping with an event, as a JSON object (lower-case
 /// name → value; repeated headers joined with ", "): the content type,
 /// the user agent, and everything the scheme's sender adds (`X-Shopify-*`,
-/// `X-GitHub-*`, `Stripe-*`, `webhook-*`). Signature headers are replaced by
+/// `X-GitHub-*`, `Stripe-*`, `webhook-*`: `rules`, or a
+/// [`crate::Scheme`], which converts). Signature headers are replaced by
 /// [`REDACTED`]: they prove this body's authenticity to anyone holding them,
 /// and admins read these rows. Others (cookies, `Authorization`, proxies'
 /// additions) are not kept at all.
 pub fn stored_headers<'a>(
-    scheme: Scheme,
+    rules: impl Into<HeaderRules>,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Value {
+    let rules = rules.into();
     let mut kept = Map::new();
     for (name, value) in headers {
         let name = name.to_ascii_lowercase();
-        if !(name == "content-type" || name == "user-agent" || scheme.sender_header(&name)) {
+        if !(name == "content-type" || name == "user-agent" || rules.is_sender_header(&name)) {
             continue;
         }
-        let value = if scheme.is_signature_header(&name) {
+        let value = if rules.is_secret(&name) {
             REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value).into_owned()
@@ -69,6 +94,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::scheme::Scheme;
 
     #[test]
     fn signature_headers_are_redacted_and_unrelated_ones_dropped() {

@@ -10,9 +10,13 @@
 //! - [`scheme`]: [`Scheme`] and [`Verifier`] — the four signature schemes
 //!   (`shopify`, `github`, `stripe`, `standard`), verified over the raw body
 //!   in constant time with every active secret, and the delivery id and
-//!   topic each scheme carries. [`Rejection`] names the check that failed.
+//!   topic each scheme carries, one file per scheme (`scheme/shopify.rs`,
+//!   ...) over what they share (`scheme/mod.rs`). [`Rejection`] names the
+//!   check that failed.
 //! - [`headers`]: the [`Headers`] lookup the verifier reads, and the
-//!   selection of headers stored with an event (signatures redacted).
+//!   selection of headers stored with an event (signatures redacted) by
+//!   the [`headers::HeaderRules`] each scheme declares. It sits below
+//!   `scheme` and imports nothing from it.
 //! - [`schema`]: the `webhook_events` table ([`MIGRATIONS`], component
 //!   `webhooks`, in the `store` schema next to the outbox).
 //! - [`capture`]: [`capture::capture`] — the event row, its

@@ -17,6 +17,20 @@
 //! anything unauthenticated gets 401. One exception: Standard Webhooks'
 //! `webhook-id` is part of the signed content, so without it there is
 //! nothing to verify and the answer is "missing delivery id" at once.
+//!
+//! # Layout
+//! This module holds what every scheme shares: [`Scheme`], the
+//! [`Verifier`] (secrets, tolerance, the constant-time comparisons, the
+//! timestamp check), [`Verified`] and [`Rejection`]. Each scheme's own file
+//! ([`shopify`], [`github`], [`stripe`], [`standard`]) owns its header
+//! names, the content it signs, where its delivery id and topic come from,
+//! and its [`HeaderRules`] (which headers are kept, which are secret).
+//! [`Verifier::verify`] and [`Scheme`]'s accessors pick the file with one
+//! short match each.
+//!
+//! Layering: `scheme` sits above [`crate::headers`] — it reads headers
+//! through [`Headers`] and hands its [`HeaderRules`] to
+//! [`crate::headers::stored_headers`]; `headers` knows no scheme.
 
 use std::time::Duration;
 
@@ -26,7 +40,12 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::headers::Headers;
+use crate::headers::{HeaderRules, Headers};
+
+mod github;
+mod shopify;
+mod standard;
+mod stripe;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -39,61 +58,68 @@ pub const MAX_TOPIC_LEN: usize = 255;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
-    /// `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the body.
+    /// [`shopify`]: base64 HMAC-SHA256 of the body.
     Shopify,
-    /// `X-Hub-Signature-256`: `sha256=<hex HMAC-SHA256 of the body>`.
+    /// [`github`]: `sha256=<hex HMAC-SHA256 of the body>`.
     Github,
-    /// `Stripe-Signature`: `t=<unix>,v1=<hex>[,v1=...]` over `"{t}.{body}"`,
-    /// keyed with the `whsec_...` string as given.
+    /// [`stripe`]: HMAC over `"{t}.{body}"`, with a signed timestamp.
     Stripe,
-    /// Standard Webhooks: `webhook-signature: v1,<base64> [v1a,<base64>]...`
-    /// over `"{webhook-id}.{webhook-timestamp}.{body}"`, keyed with the
-    /// base64-decoded part of `whsec_<base64>`; `v1a` is Ed25519.
+    /// [`standard`] Webhooks: HMAC or Ed25519 over
+    /// `"{webhook-id}.{webhook-timestamp}.{body}"`.
     Standard,
 }
 
+/// What a scheme's file declares about it; [`Scheme::spec`] picks one.
+struct Spec {
+    name: &'static str,
+    /// The header carrying the signature, as the sender spells it.
+    signature: &'static str,
+    /// Whether the scheme signs a timestamp (and so has a tolerance).
+    timestamped: bool,
+    headers: HeaderRules,
+}
+
 impl Scheme {
-    pub fn as_str(self) -> &'static str {
+    fn spec(self) -> &'static Spec {
         match self {
-            Scheme::Shopify => "shopify",
-            Scheme::Github => "github",
-            Scheme::Stripe => "stripe",
-            Scheme::Standard => "standard",
+            Scheme::Shopify => &shopify::SPEC,
+            Scheme::Github => &github::SPEC,
+            Scheme::Stripe => &stripe::SPEC,
+            Scheme::Standard => &standard::SPEC,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().name
     }
 
     /// The header carrying the signature.
     pub fn signature_header(self) -> &'static str {
-        match self {
-            Scheme::Shopify => "X-Shopify-Hmac-Sha256",
-            Scheme::Github => "X-Hub-Signature-256",
-            Scheme::Stripe => "Stripe-Signature",
-            Scheme::Standard => "webhook-signature",
-        }
+        self.spec().signature
     }
 
     /// Whether the scheme signs a timestamp (and so has a tolerance).
     pub fn has_timestamp(self) -> bool {
-        matches!(self, Scheme::Stripe | Scheme::Standard)
+        self.spec().timestamped
     }
 
-    /// `name` (lower case) carries a signature (GitHub also sends the
-    /// legacy SHA-1 `X-Hub-Signature`).
+    /// Which of the request's headers are stored with an event, and which
+    /// of those are redacted.
+    pub fn header_rules(self) -> HeaderRules {
+        self.spec().headers
+    }
+
+    /// `name` carries a signature (GitHub also sends the legacy SHA-1
+    /// `X-Hub-Signature`).
     pub(crate) fn is_signature_header(self, name: &str) -> bool {
-        match self {
-            Scheme::Github => name == "x-hub-signature-256" || name == "x-hub-signature",
-            _ => name.eq_ignore_ascii_case(self.signature_header()),
-        }
+        self.spec().headers.is_secret(name)
     }
+}
 
-    /// `name` (lower case) is one of the headers this scheme's senders add.
-    pub(crate) fn sender_header(self, name: &str) -> bool {
-        match self {
-            Scheme::Shopify => name.starts_with("x-shopify-"),
-            Scheme::Github => name.starts_with("x-github-") || name.starts_with("x-hub-"),
-            Scheme::Stripe => name.starts_with("stripe-"),
-            Scheme::Standard => name.starts_with("webhook-"),
-        }
+/// So [`crate::headers::stored_headers`] takes a scheme as it is.
+impl From<Scheme> for HeaderRules {
+    fn from(scheme: Scheme) -> Self {
+        scheme.header_rules()
     }
 }
 
@@ -219,17 +245,11 @@ impl Verifier {
                     return Err(SecretError::Empty(i));
                 }
                 match scheme {
+                    Scheme::Standard => standard::key(secret).ok_or(SecretError::NotBase64(i)),
                     // Shopify and GitHub key with the secret's bytes; Stripe
                     // too, `whsec_` prefix included (it is not decoded).
                     Scheme::Shopify | Scheme::Github | Scheme::Stripe => {
                         Ok(secret.as_bytes().to_vec())
-                    }
-                    Scheme::Standard => {
-                        let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-                        match BASE64.decode(encoded) {
-                            Ok(key) if !key.is_empty() => Ok(key),
-                            _ => Err(SecretError::NotBase64(i)),
-                        }
                     }
                 }
             })
@@ -266,157 +286,11 @@ impl Verifier {
         now: i64,
     ) -> Result<Verified, Rejection> {
         match self.scheme {
-            Scheme::Shopify => self.verify_shopify(headers, body),
-            Scheme::Github => self.verify_github(headers, body),
-            Scheme::Stripe => self.verify_stripe(headers, body, now),
-            Scheme::Standard => self.verify_standard(headers, body, now),
+            Scheme::Shopify => shopify::verify(self, headers, body),
+            Scheme::Github => github::verify(self, headers, body),
+            Scheme::Stripe => stripe::verify(self, headers, body, now),
+            Scheme::Standard => standard::verify(self, headers, body, now),
         }
-    }
-
-    fn verify_shopify(
-        &self,
-        headers: &(impl Headers + ?Sized),
-        body: &[u8],
-    ) -> Result<Verified, Rejection> {
-        const SIGNATURE: &str = "X-Shopify-Hmac-Sha256";
-        let header = required(headers, SIGNATURE)?;
-        let signature = BASE64
-            .decode(header.trim())
-            .map_err(|_| malformed(SIGNATURE, "not base64"))?;
-        if !self.hmac_matches(&[body], &[signature]) {
-            return Err(Rejection::BadSignature);
-        }
-        // Event-Id is stable across Shopify's retries of one event;
-        // Webhook-Id identifies one delivery attempt on older API versions.
-        let delivery_id = optional(headers, "X-Shopify-Event-Id")
-            .or_else(|| optional(headers, "X-Shopify-Webhook-Id"))
-            .ok_or(Rejection::MissingDeliveryId(
-                "X-Shopify-Event-Id or X-Shopify-Webhook-Id",
-            ))?;
-        Ok(Verified {
-            delivery_id: delivery_id_from(delivery_id, "X-Shopify-Event-Id")?,
-            topic: topic_from(optional(headers, "X-Shopify-Topic")),
-        })
-    }
-
-    fn verify_github(
-        &self,
-        headers: &(impl Headers + ?Sized),
-        body: &[u8],
-    ) -> Result<Verified, Rejection> {
-        const SIGNATURE: &str = "X-Hub-Signature-256";
-        let header = required(headers, SIGNATURE)?;
-        let hex_digest = header
-            .trim()
-            .strip_prefix("sha256=")
-            .ok_or(malformed(SIGNATURE, "expected sha256=<hex>"))?;
-        let signature =
-            hex::decode(hex_digest).map_err(|_| malformed(SIGNATURE, "expected sha256=<hex>"))?;
-        if !self.hmac_matches(&[body], &[signature]) {
-            return Err(Rejection::BadSignature);
-        }
-        let delivery_id = optional(headers, "X-GitHub-Delivery")
-            .ok_or(Rejection::MissingDeliveryId("X-GitHub-Delivery"))?;
-        Ok(Verified {
-            delivery_id: delivery_id_from(delivery_id, "X-GitHub-Delivery")?,
-            topic: topic_from(optional(headers, "X-GitHub-Event")),
-        })
-    }
-
-    fn verify_stripe(
-        &self,
-        headers: &(impl Headers + ?Sized),
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, Rejection> {
-        const SIGNATURE: &str = "Stripe-Signature";
-        let header = required(headers, SIGNATURE)?;
-        let mut timestamp = None;
-        let mut signatures = Vec::new();
-        for item in header.split(',') {
-            match item.trim().split_once('=') {
-                Some(("t", t)) if timestamp.is_none() => {
-                    timestamp = Some(t);
-                }
-                // Undecodable entries cannot match; a valid one next to them may.
-                Some(("v1", v1)) => signatures.extend(hex::decode(v1).ok()),
-                // v0 (test mode, legacy) and future schemes are not ours to check.
-                _ => {}
-            }
-        }
-        let timestamp = timestamp.ok_or(malformed(SIGNATURE, "no t= element"))?;
-        if signatures.is_empty() {
-            return Err(malformed(SIGNATURE, "no v1= signature"));
-        }
-        let seconds =
-            parse_timestamp(timestamp).ok_or(malformed(SIGNATURE, "t is not a Unix time"))?;
-        if !self.hmac_matches(&[timestamp.as_bytes(), b".", body], &signatures) {
-            return Err(Rejection::BadSignature);
-        }
-        self.check_timestamp(seconds, now)?;
-        // Only now is the body trusted enough to parse.
-        let event: StripeEvent = serde_json::from_slice(body).unwrap_or_default();
-        let delivery_id = event
-            .id
-            .ok_or(Rejection::MissingDeliveryId("the event's id field"))?;
-        Ok(Verified {
-            delivery_id: delivery_id_from(&delivery_id, "the event's id field")?,
-            topic: topic_from(event.kind.as_deref()),
-        })
-    }
-
-    fn verify_standard(
-        &self,
-        headers: &(impl Headers + ?Sized),
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, Rejection> {
-        const SIGNATURE: &str = "webhook-signature";
-        const TIMESTAMP: &str = "webhook-timestamp";
-        const ID: &str = "webhook-id";
-        let header = required(headers, SIGNATURE)?;
-        let timestamp = required(headers, TIMESTAMP)?.trim();
-        let seconds =
-            parse_timestamp(timestamp).ok_or(malformed(TIMESTAMP, "not a Unix time in seconds"))?;
-        // The id is part of the signed content: without it nothing verifies.
-        let id = optional(headers, ID).ok_or(Rejection::MissingDeliveryId(ID))?;
-
-        let mut symmetric = Vec::new();
-        let mut asymmetric = Vec::new();
-        let mut parsed_any = false;
-        for entry in header.split(' ').filter(|entry| !entry.is_empty()) {
-            let Some((version, signature)) = entry.split_once(',') else {
-                continue;
-            };
-            parsed_any = true;
-            let Ok(signature) = BASE64.decode(signature) else {
-                continue;
-            };
-            match version {
-                "v1" => symmetric.push(signature),
-                "v1a" => asymmetric.push(signature),
-                // Versions this receiver does not know are skipped (spec).
-                _ => {}
-            }
-        }
-        if !parsed_any {
-            return Err(malformed(
-                SIGNATURE,
-                "expected space-separated <version>,<base64>",
-            ));
-        }
-        let content = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
-        let hmac_ok = self.hmac_matches(&content, &symmetric);
-        let ed25519_ok = !asymmetric.is_empty() && self.ed25519_matches(&content, &asymmetric);
-        if !(hmac_ok | ed25519_ok) {
-            return Err(Rejection::BadSignature);
-        }
-        self.check_timestamp(seconds, now)?;
-        let event: TypedBody = serde_json::from_slice(body).unwrap_or_default();
-        Ok(Verified {
-            delivery_id: delivery_id_from(id, ID)?,
-            topic: topic_from(event.kind.as_deref()),
-        })
     }
 
     /// True when any candidate equals the HMAC-SHA256 of `parts` under any
@@ -461,19 +335,6 @@ impl Verifier {
             Ok(())
         }
     }
-}
-
-#[derive(Default, Deserialize)]
-struct StripeEvent {
-    id: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-struct TypedBody {
-    #[serde(rename = "type")]
-    kind: Option<String>,
 }
 
 fn malformed(header: &'static str, reason: &'static str) -> Rejection {
