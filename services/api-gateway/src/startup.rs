@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use keel_cache::Redis;
 use keel_db::MigrationSet;
-use keel_http::{Operational, Readiness, Routes, Server};
+use keel_http::{Operational, Routes, Server};
 use keel_messaging::{Broker, Publisher};
 use keel_outbox::{Relay, RelayMetrics};
-use keel_runtime::{Service, checks};
+use keel_runtime::{Background, Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +42,8 @@ pub enum StartupError {
     Authn(String),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] keel_runtime::RunError),
 }
 
 /// Every migration set applied to the gateway's schema, in order.
@@ -193,10 +193,8 @@ impl Application {
             .subscription
             .with_order_changes(orders.state.order_changes());
 
-        let readiness = Readiness::new(settings.http.readiness_timeout)
-            .with(checks::Postgres(pool))
-            .with(checks::RedisCheck(redis))
-            .with(checks::RabbitMq(broker.clone()));
+        let readiness = checks::readiness(settings.http.readiness_timeout, pool, broker.clone())
+            .with(checks::RedisCheck(redis));
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
             server,
@@ -222,23 +220,27 @@ impl Application {
     /// in-flight requests, the relay finishes its batch, then the broker
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let mut background = Background::new(shutdown);
+        let token = background.token().clone();
+        background.spawn("outbox relay", self.relay.run(token.clone()));
         // The orders area's background work (cache invalidations, key
         // pruning) lives on this, the main runtime, like the relay.
         let orders_state = self.orders.state;
-        let orders_background = tokio::spawn(
+        background.spawn(
+            "orders background",
             orders_state
                 .clone()
-                .run_background(self.orders.subscriber, shutdown.clone()),
+                .run_background(self.orders.subscriber, token.clone()),
         );
         // The events area's broker subscription lives on this runtime too
         // (lapin's I/O must outlive actix workers); its streams end when
         // `shutdown` comes, so they never hold the HTTP drain hostage.
         let events_state = self.events.state;
-        let events_background = tokio::spawn(
+        background.spawn(
+            "events background",
             events_state
                 .clone()
-                .run_background(self.events.subscription, shutdown.clone()),
+                .run_background(self.events.subscription, token),
         );
         let (edge, upstreams) = (self.edge, self.upstreams);
         let webhooks_state = self.webhooks;
@@ -260,28 +262,16 @@ impl Application {
             // Outside `/api/v1`: signed by the sender, no bearer token.
             webhooks::configure(cfg, webhooks_state.clone(), &edge);
         });
-        let served = keel_http::serve(
+        let stopped = keel_runtime::serve_until_stopped(
             self.server,
             &self.settings.http,
             self.operational,
             routes,
-            shutdown.clone(),
+            background,
+            &self.broker,
         )
         .await;
-        // The server can also end on its own (a fatal I/O error): stop the
-        // rest with it rather than leave a half-alive process.
-        shutdown.cancel();
-        if let Err(e) = relay.await {
-            tracing::error!(error = %e, "outbox relay task panicked");
-        }
-        if let Err(e) = orders_background.await {
-            tracing::error!(error = %e, "orders background task panicked");
-        }
-        if let Err(e) = events_background.await {
-            tracing::error!(error = %e, "events background task panicked");
-        }
-        self.broker.close().await;
         tracing::info!("gateway stopped");
-        served.map_err(StartupError::Serve)
+        Ok(stopped?)
     }
 }

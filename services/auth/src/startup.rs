@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use keel_cache::Redis;
 use keel_db::MigrationSet;
-use keel_http::{Operational, Readiness, Routes, Server};
+use keel_http::{Operational, Routes, Server};
 use keel_messaging::{Broker, Publisher};
 use keel_outbox::{Relay, RelayMetrics};
-use keel_runtime::{Service, checks};
+use keel_runtime::{Background, Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +27,8 @@ pub enum StartupError {
     Redis(#[from] keel_cache::Error),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] keel_runtime::RunError),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
     #[error("cannot prepare password hashing: {0}")]
@@ -113,10 +113,8 @@ impl Application {
             RelayMetrics::register(&mut registry),
         );
 
-        let readiness = Readiness::new(settings.http.readiness_timeout)
-            .with(checks::Postgres(pool))
-            .with(checks::RedisCheck(redis))
-            .with(checks::RabbitMq(broker.clone()));
+        let readiness = checks::readiness(settings.http.readiness_timeout, pool, broker.clone())
+            .with(checks::RedisCheck(redis));
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
             server,
@@ -136,29 +134,24 @@ impl Application {
     /// in-flight requests, the relay finishes its batch, then the broker
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let mut background = Background::new(shutdown);
+        background.spawn("outbox relay", self.relay.run(background.token().clone()));
         let data = actix_web::web::Data::new(self.state);
         let routes: Routes = Arc::new(move |cfg| {
             cfg.app_data(data.clone());
             crate::routes::config(cfg);
         });
-        let served = keel_http::serve(
+        let stopped = keel_runtime::serve_until_stopped(
             self.server,
             &self.settings.http,
             self.operational,
             routes,
-            shutdown.clone(),
+            background,
+            &self.broker,
         )
         .await;
-        // The server can also end on its own (a fatal I/O error): stop the
-        // rest with it rather than leave a half-alive process.
-        shutdown.cancel();
-        if let Err(e) = relay.await {
-            tracing::error!(error = %e, "outbox relay task panicked");
-        }
-        self.broker.close().await;
         tracing::info!("auth stopped");
-        served.map_err(StartupError::Serve)
+        Ok(stopped?)
     }
 }
 

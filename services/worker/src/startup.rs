@@ -5,12 +5,11 @@ use std::sync::Arc;
 use keel_contracts::jobs::JobQueue;
 use keel_db::MigrationSet;
 use keel_dead_letters::{Archiver, ArchiverMetrics};
-use keel_http::{Operational, Readiness, Routes, Server};
+use keel_http::{Operational, Routes, Server};
 use keel_messaging::{Broker, Consumer, ConsumerMetrics, ConsumerOptions, Publisher};
 use keel_outbox::{Relay, RelayMetrics};
-use keel_runtime::{Service, checks};
+use keel_runtime::{Background, Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::exports::Exports;
@@ -32,8 +31,8 @@ pub enum StartupError {
     Storage(#[from] keel_storage::Error),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] keel_runtime::RunError),
 }
 
 /// The worker shares the gateway's `store` schema; both apply the same
@@ -87,8 +86,9 @@ pub struct Application {
     relay: Relay,
     /// Drains `{ns}.dead` into `dead_letters` (the admin API lists them).
     archiver: Archiver,
-    /// The job consumers; each runs until shutdown, then drains.
-    consumers: Vec<ConsumerTask>,
+    /// The job consumers, by task name; each runs until shutdown, then
+    /// drains.
+    consumers: Vec<(&'static str, ConsumerTask)>,
     exports: Exports,
     queue_depth: QueueDepth,
 }
@@ -135,13 +135,16 @@ impl Application {
             WebhookMetrics::register(&mut registry),
         );
         let webhook_queue = broker.topology().job_queue(JobQueue::Webhook);
-        let mut consumers = vec![consumer_task(Consumer::new(
-            broker.clone(),
-            webhook_queue,
-            webhooks,
-            consumer_options(&settings.jobs.webhook, &settings, "worker-webhook"),
-            consumer_metrics.clone(),
-        ))];
+        let mut consumers = vec![(
+            "webhook consumer",
+            consumer_task(Consumer::new(
+                broker.clone(),
+                webhook_queue,
+                webhooks,
+                consumer_options(&settings.jobs.webhook, &settings, "worker-webhook"),
+                consumer_metrics.clone(),
+            )),
+        )];
 
         // jobs.export, and the retention sweep of export files
         let exports = Exports::build(pool.clone(), &settings.exports)?;
@@ -149,13 +152,16 @@ impl Application {
             prefetch: settings.exports.prefetch,
             concurrency: settings.exports.concurrency,
         };
-        consumers.push(consumer_task(Consumer::new(
-            broker.clone(),
-            broker.topology().job_queue(JobQueue::Export),
-            exports.handler(settings.amqp.retry.max_attempts()),
-            consumer_options(&export_jobs, &settings, "worker-export"),
-            consumer_metrics.clone(),
-        )));
+        consumers.push((
+            "export consumer",
+            consumer_task(Consumer::new(
+                broker.clone(),
+                broker.topology().job_queue(JobQueue::Export),
+                exports.handler(settings.amqp.retry.max_attempts()),
+                consumer_options(&export_jobs, &settings, "worker-export"),
+                consumer_metrics.clone(),
+            )),
+        ));
 
         let archiver = Archiver::new(
             broker.clone(),
@@ -164,9 +170,7 @@ impl Application {
         );
 
         let queue_depth = QueueDepth::register(&mut registry);
-        let readiness = Readiness::new(settings.http.readiness_timeout)
-            .with(checks::Postgres(pool))
-            .with(checks::RabbitMq(broker.clone()));
+        let readiness = checks::readiness(settings.http.readiness_timeout, pool, broker.clone());
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
             server,
@@ -191,50 +195,37 @@ impl Application {
     /// finishes its batch, the operational server stops, the broker
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let archiver = tokio::spawn(self.archiver.run(shutdown.clone()));
-        let mut consumers = JoinSet::new();
-        for consumer in self.consumers {
-            consumers.spawn(consumer(shutdown.clone()));
+        let mut background = Background::new(shutdown);
+        let token = background.token().clone();
+        background.spawn("outbox relay", self.relay.run(token.clone()));
+        background.spawn("dead-letter archiver", self.archiver.run(token.clone()));
+        for (name, consumer) in self.consumers {
+            background.spawn(name, consumer(token.clone()));
         }
-        let retention = tokio::spawn(self.exports.run_retention(shutdown.clone()));
+        background.spawn(
+            "export retention",
+            self.exports.run_retention(token.clone()),
+        );
         let queues = JobQueue::ALL
             .iter()
             .map(|queue| self.broker.topology().job_queue(*queue).name)
             .collect();
-        let sampler = tokio::spawn(self.queue_depth.run(
-            self.broker.clone(),
-            queues,
-            shutdown.clone(),
-        ));
+        background.spawn(
+            "queue depth sampler",
+            self.queue_depth.run(self.broker.clone(), queues, token),
+        );
         let routes: Routes = Arc::new(|_cfg| {});
-        let served = keel_http::serve(
+        let stopped = keel_runtime::serve_until_stopped(
             self.server,
             &self.settings.http,
             self.operational,
             routes,
-            shutdown.clone(),
+            background,
+            &self.broker,
         )
         .await;
-        shutdown.cancel();
-        while let Some(joined) = consumers.join_next().await {
-            if let Err(e) = joined {
-                tracing::error!(error = %e, "a consumer task panicked");
-            }
-        }
-        if let Err(e) = relay.await {
-            tracing::error!(error = %e, "outbox relay task panicked");
-        }
-        if let Err(e) = archiver.await {
-            tracing::error!(error = %e, "dead-letter archiver task panicked");
-        }
-        let _ = sampler.await;
-        if let Err(e) = retention.await {
-            tracing::error!(error = %e, "export retention task panicked");
-        }
-        self.broker.close().await;
         tracing::info!("worker stopped");
-        served.map_err(StartupError::Serve)
+        Ok(stopped?)
     }
 }
 
