@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use keel_db::{MigrationSet, Pool};
-use keel_http::{Operational, Readiness, Routes, Server};
+use keel_http::{Operational, Routes, Server};
 use keel_messaging::{BatchConsumer, BatchOptions, Broker, ConsumerMetrics, QueueSpec};
-use keel_runtime::{Service, checks};
+use keel_runtime::{Background, Service, checks};
 use keel_telemetry::{ServiceIdentity, TelemetrySettings};
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +22,8 @@ pub enum StartupError {
     Broker(#[from] keel_messaging::Error),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] keel_runtime::RunError),
 }
 
 /// The analytics schema: the service's own tables, and the outbox
@@ -97,9 +97,11 @@ impl Application {
         let ingest_metrics = IngestMetrics::register(&mut registry);
         let pool = connect(&settings).await?;
         let broker = Broker::new(settings.amqp.clone(), SERVICE);
-        let readiness = Readiness::new(settings.http.readiness_timeout)
-            .with(checks::Postgres(pool.clone()))
-            .with(checks::RabbitMq(broker.clone()));
+        let readiness = checks::readiness(
+            settings.http.readiness_timeout,
+            pool.clone(),
+            broker.clone(),
+        );
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
             server,
@@ -120,44 +122,42 @@ impl Application {
     /// finishes the batch in hand, in-flight requests finish, the broker
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let consumer = tokio::spawn(consume(
-            self.broker.clone(),
-            self.pool.clone(),
-            self.settings.clone(),
-            self.consumer_metrics.clone(),
-            self.ingest_metrics.clone(),
-            shutdown.clone(),
-        ));
-        let maintenance = tokio::spawn(ingest::maintenance::run(
-            self.pool.clone(),
-            self.settings.retention.clone(),
-            shutdown.clone(),
-        ));
+        let mut background = Background::new(shutdown);
+        background.spawn(
+            "event consumer",
+            consume(
+                self.broker.clone(),
+                self.pool.clone(),
+                self.settings.clone(),
+                self.consumer_metrics.clone(),
+                self.ingest_metrics.clone(),
+                background.token().clone(),
+            ),
+        );
+        background.spawn(
+            "partition maintenance",
+            ingest::maintenance::run(
+                self.pool.clone(),
+                self.settings.retention.clone(),
+                background.token().clone(),
+            ),
+        );
         let state = QueryState {
             pool: self.pool.clone(),
             limits: self.settings.query.clone(),
         };
         let routes: Routes = Arc::new(move |cfg| routes::configure(cfg, state.clone()));
-        let served = keel_http::serve(
+        let stopped = keel_runtime::serve_until_stopped(
             self.server,
             &self.settings.http,
             self.operational,
             routes,
-            shutdown.clone(),
+            background,
+            &self.broker,
         )
         .await;
-        shutdown.cancel();
-        for (name, task) in [
-            ("event consumer", consumer),
-            ("partition maintenance", maintenance),
-        ] {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, task = name, "analytics task panicked");
-            }
-        }
-        self.broker.close().await;
         tracing::info!("analytics stopped");
-        served.map_err(StartupError::Serve)
+        Ok(stopped?)
     }
 }
 
