@@ -16,6 +16,7 @@ pub const MAX_LIMIT: u32 = 500;
 
 /// Where a dead letter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeadLetterStatus))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting for an admin.
@@ -42,19 +43,36 @@ impl Status {
 
 /// A dead letter without its body and headers (the listing's item).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(
+        as = DeadLetterSummary,
+        description = "A message no consumer could handle, archived from the dead queue."
+    )
+)]
 pub struct DeadLetter {
+    /// The message's id (its envelope id).
     pub id: Uuid,
+    /// `webhook.process`, `export.run`, an event type; empty when unknown.
     pub message_type: String,
+    /// The key it was first published with.
     pub routing_key: String,
+    /// `retries-exhausted`, `permanent`, `undecodable`, `broker:<reason>`.
     pub death_reason: String,
     pub last_error: Option<String>,
+    /// Handler attempts in its last life.
     pub attempts: i32,
+    /// The queue it died in.
     pub queue: Option<String>,
     pub dead_at: DateTime<Utc>,
+    /// How often it died (a requeued message that dies again counts here).
     pub deaths: i32,
     pub status: Status,
     pub requeued_at: Option<DateTime<Utc>>,
+    /// The admin who requeued it.
     pub requeued_by: Option<Uuid>,
+    /// The id of the message the requeue sent.
     pub requeued_as: Option<Uuid>,
 }
 

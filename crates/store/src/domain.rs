@@ -27,6 +27,7 @@ impl Invalid {
 /// `pending → paid → fulfilled`, and `cancelled` from `pending` or `paid`.
 /// `fulfilled` and `cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Pending,
@@ -399,14 +400,32 @@ impl TotalCents {
     }
 }
 
-/// The unvalidated shape of a new order as a client sends it.
+/// The unvalidated shape of a new order as a client sends it. Documented
+/// (as `NewOrder`) with the limits [`NewOrder::parse`] enforces.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = NewOrder, description = "A new order, owned by the caller.")
+)]
 pub struct RawNewOrder {
+    /// ISO 4217, e.g. `EUR`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
     pub currency: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Vec<OrderItem>, min_items = 1, max_items = 100)
+    )]
     pub items: Vec<RawItem>,
+    /// Your own reference; unique among your orders (409 when reused).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 255)
+    )]
     pub external_id: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, format = Email))]
     pub customer_email: Option<String>,
 }
 
@@ -516,29 +535,45 @@ fn check<T>(errors: &mut Vec<Invalid>, field: String, result: Result<T, String>)
     }
 }
 
-/// One line of a stored order, as the API shows it.
+/// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderItem {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")
+    )]
     pub sku: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub quantity: i32,
+    /// Minor units of `currency`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000_000_i64))]
     pub unit_price_cents: i64,
 }
 
 /// A stored order: exactly the API's JSON shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     pub id: Uuid,
     pub external_id: Option<String>,
     pub status: OrderStatus,
+    /// ISO 4217.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
     pub currency: String,
     pub total_cents: i64,
     pub items: Vec<OrderItem>,
     pub customer_email: Option<String>,
     pub user_id: Option<Uuid>,
+    /// `api` or `webhook:<source>`.
     pub source: String,
-    /// The shop's fulfilment status of a webhook order (`None`: unknown).
-    /// Absent from entries cached before the field existed, hence `default`.
+    /// The shop's fulfilment status of a webhook order (`unfulfilled`,
+    /// `pending`, `fulfilled`), recorded by the worker from the shop's API;
+    /// `null` when unknown (API orders, or no shop API configured).
+    // Absent from entries cached before the field existed, hence `default`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z_]{1,32}$"))]
     pub fulfillment_status: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

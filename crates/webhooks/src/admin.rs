@@ -36,13 +36,34 @@ pub fn parse_status(value: &str) -> Option<&'static str> {
     STATUSES.into_iter().find(|s| *s == value)
 }
 
+// `STATUSES` for the API document; a test keeps the two equal.
+/// Where a captured delivery stands.
+#[cfg(feature = "openapi")]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookEventStatus)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusSchema {
+    Received,
+    Processed,
+    Ignored,
+    Failed,
+}
+
 /// An event without its body and headers (the listing's item).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = WebhookEventSummary, description = "A captured delivery, without its body and headers.")
+)]
 pub struct EventSummary {
     pub id: Uuid,
+    /// The configured source (`/webhooks/{source}`).
     pub source: String,
     pub topic: Option<String>,
+    /// The sender's id of the delivery.
     pub delivery_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = StatusSchema))]
     pub status: String,
     /// Processing attempts over the event's whole life (replays included).
     pub attempts: i32,
@@ -246,5 +267,27 @@ mod tests {
         assert_eq!(shown["webhook-signature"], REDACTED);
         assert!(shown.get("authorization").is_none());
         assert_eq!(shown["x-shopify-topic"], "orders/create");
+    }
+}
+
+#[cfg(all(test, feature = "openapi"))]
+mod schema_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_documented_webhook_event_statuses_are_the_stored_ones() {
+        use StatusSchema::*;
+        let documented: Vec<String> = [Received, Processed, Ignored, Failed]
+            .iter()
+            .map(|s| {
+                serde_json::to_value(s)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(documented, STATUSES);
     }
 }

@@ -13,6 +13,7 @@ use crate::domain::{Invalid, OrderStatus};
 /// can never run), `running → running` (a redelivered job starts over), and
 /// `succeeded | failed → expired` once retention removes the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExportStatus {
     Queued,
@@ -86,6 +87,7 @@ impl std::fmt::Display for ExportStatus {
 
 /// What is exported. Only orders, for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ExportResource))]
 #[serde(rename_all = "lowercase")]
 pub enum Resource {
     Orders,
@@ -108,6 +110,7 @@ impl Resource {
 
 /// The file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ExportFormat))]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// RFC 4180 with a header row.
@@ -143,6 +146,11 @@ impl Format {
 
 /// Whether the file is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = ExportCompression)
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
@@ -169,28 +177,43 @@ impl Compression {
 
 /// Which rows an export holds; absent fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status: Option<OrderStatus>,
-    /// Inclusive.
+    /// Inclusive, RFC 3339 (years 0001-9999).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub created_after: Option<DateTime<Utc>>,
-    /// Exclusive.
+    /// Exclusive, RFC 3339; later than `created_after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub created_before: Option<DateTime<Utc>>,
 }
 
 /// The unvalidated body of `POST /exports`. Every field is optional here so
 /// that a missing one is reported by name like an invalid one.
+/// Documented (as `NewExport`) with the values [`NewExport::parse`] takes.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = NewExport, description = "What to export, in which format.")
+)]
 pub struct RawNewExport {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Resource, required = true))]
     pub resource: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Format, required = true))]
     pub format: Option<String>,
+    /// Default `none`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Compression>, nullable = false))]
     pub compression: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ExportFilter>, nullable = false))]
     pub filter: Option<RawExportFilter>,
 }
 
@@ -305,6 +328,7 @@ pub(crate) fn rfc3339_micros(instant: DateTime<Utc>) -> String {
 /// A stored export. Serialises to the API's JSON (without `download_url`,
 /// which only the gateway can mint); the bookkeeping fields stay internal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StoredExport))]
 pub struct Export {
     pub id: Uuid,
     /// The requester; the only customer who may see the export.
@@ -321,17 +345,25 @@ pub struct Export {
     pub rows_written: i64,
     /// Size of the stored file; 0 until it has succeeded.
     pub bytes: i64,
-    /// Hex SHA-256 of the stored file, once it has succeeded.
+    /// Hex SHA-256 of the stored file (the compressed bytes when gzip),
+    /// once it has succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, pattern = "^[0-9a-f]{64}$")
+    )]
     pub sha256: Option<String>,
     /// Why it failed, written for the user.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub finished_at: Option<DateTime<Utc>>,
     /// When the file (and the export) will be removed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub expires_at: Option<DateTime<Utc>>,
     /// Where the file is (or will be) in object storage.
     #[serde(skip)]

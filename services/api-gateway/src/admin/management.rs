@@ -34,7 +34,8 @@ pub enum ManagementError {
 }
 
 /// One queue's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Queue)]
 pub struct QueueStats {
     pub name: String,
     /// `quorum`, `classic` or `stream`.
@@ -51,7 +52,8 @@ pub struct QueueStats {
 }
 
 /// Messages per second, averaged by the broker over its last sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = QueueRates)]
 pub struct Rates {
     pub publish: f64,
     pub deliver: f64,

@@ -10,7 +10,6 @@
 //!   ([`management`], configured by [`settings`]).
 //! - [`params`]: `limit` / `cursor` and filters, named when invalid.
 //! - [`body`]: stored bodies as UTF-8 text or base64.
-//! - [`openapi`]: the area's part of the OpenAPI document.
 //! - [`error`]: [`error::AdminError`], the area's answers as problems.
 //!
 //! Design: `docs/adr/0017-dead-letter-archive.md`.
@@ -19,7 +18,6 @@ pub mod body;
 pub mod dead_letters;
 pub mod error;
 pub mod management;
-pub mod openapi;
 pub mod params;
 pub mod queues;
 pub mod settings;

@@ -13,6 +13,23 @@ use crate::admin::{Admin, admin_only};
 use crate::identity::Caller;
 
 /// `GET /admin/webhook-events?status=&source=&limit=&cursor=`: newest first.
+#[utoipa::path(get, path = "/api/v1/admin/webhook-events", tag = "admin", operation_id = "list_webhook_events",
+    summary = "Captured webhook deliveries, newest first, with attempts and last error.",
+    security(("bearer" = [])),
+    params(
+        ("status" = Option<keel_webhooks::admin::StatusSchema>, Query),
+        ("source" = Option<String>, Query, description = "A configured source, e.g. `shopify`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Default 50."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = crate::openapi::WebhookEventPage),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 403, description = "Not an admin", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 422, description = "Invalid parameters (named)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The database is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn list(
     req: HttpRequest,
     caller: Caller,
@@ -41,11 +58,15 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(PageBody::new(page.items, page.next_cursor)))
 }
 
-/// One event as captured.
-#[derive(Debug, Serialize)]
-struct EventBody {
+/// A captured delivery with its stored headers (signatures `[redacted]`,
+/// `Authorization` and cookies never stored) and its raw body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookEvent)]
+pub struct EventBody {
     #[serde(flatten)]
     summary: EventSummary,
+    /// Header name (lower case) → value.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     headers: serde_json::Value,
     #[serde(flatten)]
     body: Body,
@@ -58,6 +79,18 @@ fn event_id(raw: &str) -> Result<Uuid, AdminError> {
 
 /// `GET /admin/webhook-events/{id}`: the event with its stored headers
 /// (signatures were redacted at capture) and its body.
+#[utoipa::path(get, path = "/api/v1/admin/webhook-events/{id}", tag = "admin", operation_id = "get_webhook_event",
+    summary = "One captured delivery: headers (signatures redacted) and the raw body.",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The event", body = EventBody),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 403, description = "Not an admin", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such event", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The database is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn get(
     caller: Caller,
     admin: web::Data<Admin>,
@@ -76,9 +109,11 @@ pub async fn get(
     }))
 }
 
-#[derive(Debug, Serialize)]
-struct ReplayAccepted {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayAccepted {
     id: Uuid,
+    /// Always `received`: the event waits for its new job.
+    #[schema(value_type = keel_webhooks::admin::StatusSchema)]
     status: &'static str,
     /// The `webhook.process` message enqueued for it.
     job_id: Uuid,
@@ -86,6 +121,18 @@ struct ReplayAccepted {
 
 /// `POST /admin/webhook-events/{id}/replay` → 202: back to `received` and a
 /// new job, committed together.
+#[utoipa::path(post, path = "/api/v1/admin/webhook-events/{id}/replay", tag = "admin", operation_id = "replay_webhook_event",
+    summary = "Processes an event again: back to `received`, with a new job, committed together.",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 202, description = "Queued for processing", body = ReplayAccepted),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 403, description = "Not an admin", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such event", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The database is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 #[tracing::instrument(skip_all, fields(event_id = %id.as_str()))]
 pub async fn replay(
     caller: Caller,

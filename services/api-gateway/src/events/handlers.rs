@@ -50,6 +50,30 @@ fn parse_non_empty(raw: Option<&str>, field: &'static str) -> Result<Option<Even
 }
 
 /// `GET /events`: the caller's export events as Server-Sent Events.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", operation_id = "stream_events",
+    summary = "The caller's export outcomes as Server-Sent Events.",
+    description = "Each event is `id: <finished_at µs>-<export id>`, `event: export.completed`
+or `export.failed`, `data:` the export as `GET /api/v1/exports/{id}`
+returns it. A `: ping` comment comes every 15 s between events, and
+`retry:` tells `EventSource` when to reconnect. Reconnecting with
+`Last-Event-ID` (or `?last_event_id=`) first replays what finished
+since that event. The stream does not end on its own.",
+    security(("bearer" = [])),
+    params(
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "The `id` of the last event received: resume after it."),
+        ("last_event_id" = Option<String>, Query,
+            description = "The same, for clients that cannot set headers; the header wins."),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`", body = String,
+            content_type = "text/event-stream"),
+        (status = 400, description = "Malformed Last-Event-ID (named)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited, or too many open streams for this account",
+            body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The export store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn stream(
     req: HttpRequest,
     caller: Caller,

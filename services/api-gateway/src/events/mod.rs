@@ -14,7 +14,7 @@
 //! - [`subscription`]: this instance's exclusive queue on the broker.
 //! - [`event_id`]: `<finished_at µs>-<export id>`, resumable from PostgreSQL.
 //! - [`position`]: a stream's cursor and de-duplication.
-//! - [`metrics`], [`error`], [`settings`] (`[events]`), [`openapi`].
+//! - [`metrics`], [`error`], [`settings`] (`[events]`).
 //!
 //! Design and trade-offs: `docs/adr/0013-server-sent-events.md`.
 
@@ -23,7 +23,6 @@ pub mod event_id;
 pub mod handlers;
 pub mod hub;
 pub mod metrics;
-pub mod openapi;
 pub mod position;
 pub mod settings;
 pub mod stream;

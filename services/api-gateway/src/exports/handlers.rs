@@ -30,11 +30,15 @@ fn export_id(raw: &str) -> Result<Uuid, ExportsError> {
 
 /// An export as the API shows it: the stored export plus, once it has
 /// succeeded, a freshly signed `download_url`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Export)]
 pub struct ExportView<'a> {
     #[serde(flatten)]
     export: &'a Export,
+    /// Once succeeded: a signed link to the file, valid for minutes, that
+    /// needs no Bearer token. A new one comes with every GET.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     download_url: Option<String>,
 }
 
@@ -70,6 +74,20 @@ impl Exports {
 }
 
 /// `POST /exports`: 202 with the queued export and its `Location`.
+#[utoipa::path(post, path = "/api/v1/exports", tag = "exports", operation_id = "create_export",
+    summary = "Requests an export; the worker builds the file in the background.",
+    security(("bearer" = [])),
+    request_body = keel_store::exports::RawNewExport,
+    responses(
+        (status = 202, description = "Queued; `Location` names the export", body = ExportView<'static>,
+            headers(("Location" = String))),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 422, description = "Invalid fields (named)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Too many active exports, or rate limited (Retry-After)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The export store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn create(
     req: HttpRequest,
     caller: Caller,
@@ -99,6 +117,18 @@ pub async fn create(
 }
 
 /// `GET /exports/{id}`: the export; a new `download_url` on every call.
+#[utoipa::path(get, path = "/api/v1/exports/{id}", tag = "exports", operation_id = "get_export",
+    summary = "One export, with a fresh `download_url` once it has succeeded. Someone
+else's is reported as missing.",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The export", body = ExportView<'static>),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such export (or not yours)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The export store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn get(
     caller: Caller,
     area: web::Data<Exports>,
@@ -126,6 +156,20 @@ struct ExportPage<'a> {
 }
 
 /// `GET /exports`: the caller's own exports, newest first.
+#[utoipa::path(get, path = "/api/v1/exports", tag = "exports", operation_id = "list_exports",
+    summary = "The caller's exports, newest first.",
+    security(("bearer" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Default 50."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of exports", body = crate::openapi::ExportPage),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 422, description = "Invalid parameters (named)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The export store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn list(
     req: HttpRequest,
     caller: Caller,
@@ -185,6 +229,32 @@ struct LinkParams {
 /// `GET /exports/{id}/download`: the file, streamed. Either a signed link
 /// (no Bearer needed: a browser follows it) or the owner's / an admin's
 /// token authorizes it.
+#[utoipa::path(get, path = "/api/v1/exports/{id}/download", tag = "exports", operation_id = "download_export",
+    summary = "The export's file, streamed with `Content-Length`. Authorized by the
+owner's (or an admin's) Bearer token, or by the signed `expires` +
+`signature` of a `download_url` without any token.",
+    security((), ("bearer" = [])),
+    params(
+        ("id" = uuid::Uuid, Path),
+        ("expires" = Option<i64>, Query, description = "From `download_url`: expiry, unix seconds."),
+        ("signature" = Option<String>, Query, description = "From `download_url`: hex HMAC-SHA256."),
+    ),
+    responses(
+        (status = 200, description = "The file (text/csv, application/x-ndjson or application/gzip)",
+            content(
+                (Vec<u8> = "text/csv; charset=utf-8"),
+                (Vec<u8> = "application/x-ndjson"),
+                (Vec<u8> = "application/gzip"),
+            ),
+            headers(("Content-Length" = u64), ("Content-Disposition" = String), ("X-Content-SHA256" = String))),
+        (status = 401, description = "Neither a token nor a signed link", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 403, description = "Tampered or expired link", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such export (or not yours)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 409, description = "Not succeeded (yet)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 410, description = "Expired: the file was removed", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The export store or storage is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn download(
     req: HttpRequest,
     caller: Option<Caller>,

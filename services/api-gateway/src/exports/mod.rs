@@ -6,7 +6,6 @@
 //!   list, download (streamed with `Content-Length`; signed link or Bearer).
 //! - [`signing`]: HMAC-SHA256 download links.
 //! - [`error`]: [`error::ExportsError`], the area's answers as problems.
-//! - [`openapi`]: the area's part of the OpenAPI document.
 //! - [`settings`]: the `[exports]` section.
 //!
 //! The domain and queries live in `keel_store::exports`; the worker builds
@@ -14,7 +13,6 @@
 
 pub mod error;
 pub mod handlers;
-pub mod openapi;
 pub mod settings;
 pub mod signing;
 

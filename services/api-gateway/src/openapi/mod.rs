@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document of the public API, generated from the code.
 //!
-//! Handlers carry `#[utoipa::path]` annotations; the routes the gateway only
+//! The real handlers carry `#[utoipa::path]` annotations and the real types
+//! derive `utoipa::ToSchema` (the domain crates behind their `openapi`
+//! feature), so there is one copy of each type. The routes the gateway only
 //! proxies (auth, analytics, the JWK Set) are described in [`proxied`],
 //! where their contract lives from the gateway's point of view. The document
 //! is served at `/api/v1/openapi.json` and committed as
@@ -9,6 +11,11 @@
 
 pub mod proxied;
 pub mod schemas;
+
+pub use schemas::{DeadLetterPage, ExportPage, OrderPage, Problem, WebhookEventPage};
+
+/// The media type of every error response.
+pub const PROBLEM: &str = "application/problem+json";
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpResponse, web};
@@ -54,30 +61,48 @@ impl Modify for BearerScheme {
         proxied::change_password,
         proxied::sessions,
         proxied::revoke_session,
+        proxied::set_roles,
         proxied::jwks,
         proxied::analytics_summary,
         proxied::analytics_timeseries,
         openapi_json,
+        crate::orders::handlers::create,
+        crate::orders::handlers::list,
+        crate::orders::handlers::get,
+        crate::orders::handlers::update,
+        crate::orders::handlers::cancel,
+        crate::events::handlers::stream,
+        crate::webhooks::handlers::receive,
+        crate::exports::handlers::create,
+        crate::exports::handlers::list,
+        crate::exports::handlers::get,
+        crate::exports::handlers::download,
+        crate::admin::webhook_events::list,
+        crate::admin::webhook_events::get,
+        crate::admin::webhook_events::replay,
+        crate::admin::dead_letters::list,
+        crate::admin::dead_letters::get,
+        crate::admin::dead_letters::requeue,
+        crate::admin::queues::list,
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Accounts, tokens and sessions (proxied to the auth service)."),
         (name = "analytics", description = "Store figures (proxied to the analytics service)."),
         (name = "meta", description = "About this API."),
+        (name = "orders", description = "Orders: create, list, read (cached, ETag), change status, cancel."),
+        (name = "webhooks", description = "Inbound webhooks, authenticated by the sender's signature (no bearer token)."),
+        (name = "events", description = "Live notifications (Server-Sent Events)."),
+        (name = "exports", description = "Exports: files of your orders built in the background, downloaded by signed link."),
+        (name = "admin", description = "Operations (role `admin`): webhook events, dead letters, queues."),
     )
 )]
-struct EdgeApi;
+struct Api;
 
-/// The whole document: the edge's paths merged with every area's.
+/// The whole document.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = EdgeApi::openapi();
+    let mut doc = Api::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    // Areas merge their own `#[derive(OpenApi)]` here.
-    doc.merge(crate::orders::openapi::OrdersApi::openapi());
-    doc.merge(crate::admin::openapi::AdminApi::openapi());
-    doc.merge(crate::webhooks::openapi::WebhooksApi::openapi());
-    doc.merge(crate::events::openapi::EventsApi::openapi());
-    doc.merge(crate::exports::openapi::ExportsApi::openapi());
     doc
 }
 

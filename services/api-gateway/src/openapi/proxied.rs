@@ -1,13 +1,15 @@
-//! Paths the gateway proxies, described here because the gateway is what
-//! clients see. The functions are never called: they carry the annotations.
+//! Paths the gateway proxies (every route auth and analytics serve to
+//! clients), described here because the gateway is what clients see; this
+//! is the one place the gateway describes their bodies. The services
+//! behind the proxy hold the real types and test them; the gateway must
+//! not depend on them. The functions are never called: they carry the
+//! annotations.
 #![allow(dead_code, reason = "documentation anchors for #[utoipa::path]")]
 
-use super::schemas::{
-    AnalyticsSummary, JwkSet, LoginRequest, PasswordChange, Problem, RefreshRequest,
-    RegisterRequest, SessionList, Timeseries, TokenPair, User,
-};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-const PROBLEM: &str = "application/problem+json";
+use super::{PROBLEM, Problem};
 
 /// Creates an account (role `customer`).
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", operation_id = "register",
@@ -99,6 +101,24 @@ pub fn sessions() {}
     ))]
 pub fn revoke_session() {}
 
+/// Replaces a user's roles (admin only).
+///
+/// Tokens already issued keep their roles until they expire; the next
+/// refresh carries the new ones.
+#[utoipa::path(put, path = "/api/v1/auth/users/{id}/roles", tag = "auth", operation_id = "set_roles",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The user with the new roles", body = User),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Not an admin", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "No role, or an unknown one", body = Problem, content_type = PROBLEM),
+    ))]
+pub fn set_roles() {}
+
 /// The public keys access tokens are signed with.
 ///
 /// The auth service's JWK Set as the gateway last fetched it, served from
@@ -147,3 +167,115 @@ pub fn analytics_summary() {}
         (status = 503, description = "Analytics unavailable", body = Problem, content_type = PROBLEM),
     ))]
 pub fn analytics_timeseries() {}
+
+// Bodies of the proxied routes.
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    #[schema(nullable = false)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub roles: Vec<Role>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub id: uuid::Uuid,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub items: Vec<Session>,
+}
+
+/// A public key of the JWK Set (RFC 7517); further members depend on `kty`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jwk {
+    pub kty: String,
+    pub kid: String,
+    #[schema(nullable = false)]
+    pub alg: Option<String>,
+    #[serde(rename = "use")]
+    #[schema(nullable = false)]
+    pub usage: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// Figures over `[from, to)`; money per ISO 4217 currency in minor units.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsSummary {
+    pub orders_created: i64,
+    pub revenue_cents: std::collections::BTreeMap<String, i64>,
+    pub users_registered: i64,
+    pub webhooks_received: i64,
+    pub exports_completed: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Point {
+    pub ts: chrono::DateTime<chrono::Utc>,
+    pub value: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeseries {
+    pub points: Vec<Point>,
+}
+
+/// The roles a user is to have (at least one; duplicates are ignored).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleChange {
+    #[schema(min_items = 1)]
+    pub roles: Vec<Role>,
+}

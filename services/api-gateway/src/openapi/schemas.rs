@@ -1,10 +1,15 @@
-//! Schemas of bodies the gateway does not own the types of: problems (built
-//! by `keel_http`) and the proxied services' requests and responses. They
-//! exist for the document only; the services behind the proxy hold the
-//! real types and their own tests.
+//! Schemas of bodies whose types the gateway cannot derive from: problems
+//! (built by `keel_http`, which stays free of documentation dependencies)
+//! and the page envelopes of `keel_db::page::Page`, named per item type.
 
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use keel_dead_letters::DeadLetter;
+use keel_store::domain::Order;
+use keel_webhooks::admin::EventSummary;
+
+use crate::exports::handlers::ExportView;
 
 /// One offending input field.
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,104 +34,29 @@ pub struct Problem {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RegisterRequest {
-    pub email: String,
-    pub password: String,
-    #[schema(nullable = false)]
-    pub display_name: Option<String>,
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
+pub struct ExportPage {
+    pub items: Vec<ExportView<'static>>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RefreshRequest {
-    pub refresh_token: String,
+pub struct WebhookEventPage {
+    pub items: Vec<EventSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PasswordChange {
-    pub current_password: String,
-    pub new_password: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Customer,
-    Admin,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct User {
-    pub id: uuid::Uuid,
-    pub email: String,
-    pub display_name: Option<String>,
-    pub roles: Vec<Role>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenPair {
-    pub access_token: String,
-    pub refresh_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Session {
-    pub id: uuid::Uuid,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SessionList {
-    pub items: Vec<Session>,
-}
-
-/// A public key of the JWK Set (RFC 7517); further members depend on `kty`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Jwk {
-    pub kty: String,
-    pub kid: String,
-    #[schema(nullable = false)]
-    pub alg: Option<String>,
-    #[serde(rename = "use")]
-    #[schema(nullable = false)]
-    pub usage: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JwkSet {
-    pub keys: Vec<Jwk>,
-}
-
-/// Figures over `[from, to)`; money per ISO 4217 currency in minor units.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AnalyticsSummary {
-    pub orders_created: i64,
-    pub revenue_cents: std::collections::BTreeMap<String, i64>,
-    pub users_registered: i64,
-    pub webhooks_received: i64,
-    pub exports_completed: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Point {
-    pub ts: chrono::DateTime<chrono::Utc>,
-    pub value: f64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Timeseries {
-    pub points: Vec<Point>,
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }

@@ -55,6 +55,23 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, OrdersError> {
 /// order's own transaction (see `keel_store::idempotency`): a retry replays
 /// the stored response, a concurrent duplicate waits for the first and then
 /// replays it, and another body under the key is refused.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", operation_id = "create_order",
+    summary = "Creates an order owned by the caller.",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Retries with the same key (per user, 24 h) get the first response; another body under it → 422.")),
+    request_body = keel_store::domain::RawNewOrder,
+    responses(
+        (status = 201, description = "The order; `Location` names it", body = keel_store::domain::Order,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 409, description = "external_id already used", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 422, description = "Invalid fields (named), or a reused Idempotency-Key", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The order store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn create(
     req: HttpRequest,
     caller: Caller,
@@ -129,6 +146,18 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
 
 /// `GET /orders/{id}`: read through the cache, then authorize against the
 /// order's owner (on hits too), then honour `If-None-Match`.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", operation_id = "get_order",
+    summary = "One order. Someone else's is reported as missing.",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path), ("If-None-Match" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "The order", body = keel_store::domain::Order, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the ETag given"),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such order (or not yours)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The order store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn get(
     req: HttpRequest,
     caller: Caller,
@@ -249,6 +278,23 @@ fn serde_urlencoded_query(query: &str) -> Result<RawListParams, OrdersError> {
 }
 
 /// `GET /orders`: the caller's orders (an admin's: everyone's), newest first.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", operation_id = "list_orders",
+    summary = "The caller's orders (an admin's: everyone's), newest first.",
+    security(("bearer" = [])),
+    params(
+        ("status" = Option<keel_store::domain::OrderStatus>, Query),
+        ("created_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Inclusive, RFC 3339."),
+        ("created_before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Exclusive, RFC 3339."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Default 50."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = crate::openapi::OrderPage),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 422, description = "Invalid parameters (named)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The order store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn list(
     req: HttpRequest,
     caller: Caller,
@@ -263,8 +309,9 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct StatusChange {
+    #[schema(value_type = OrderStatus)]
     status: String,
 }
 
@@ -283,6 +330,25 @@ pub struct StatusChange {
 ///
 /// Only a committed change is written through to the cache; a refusal
 /// rolls back and leaves every cached copy as it is.
+#[utoipa::path(patch, path = "/api/v1/orders/{id}", tag = "orders", operation_id = "update_order",
+    summary = "Moves an order along `pending → paid → fulfilled`, or to `cancelled`.",
+    description = "Customers may only cancel their own pending order; `paid` and
+`fulfilled` come from the payment and fulfilment webhooks or an admin.",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    request_body = StatusChange,
+    responses(
+        (status = 200, description = "The changed order", body = keel_store::domain::Order, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 403, description = "A status a customer may not set: anything but `cancelled`, or cancelling a paid order", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such order (or not yours)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 409, description = "Illegal transition, whoever asks", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 422, description = "Unknown status", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The order store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn update(
     req: HttpRequest,
     caller: Caller,
@@ -304,6 +370,20 @@ pub async fn update(
 /// `DELETE /orders/{id}`: cancels (the order stays, `cancelled`) → 204;
 /// again → 204. The rules of [`update`] apply: a customer cancels only
 /// their own pending order (a paid one → 403, a fulfilled one → 409).
+#[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "orders", operation_id = "cancel_order",
+    summary = "Cancels an order (it stays, with status `cancelled`); repeating is harmless.",
+    description = "Customers may only cancel their own pending order.",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 403, description = "A customer cancelling a paid order (an admin may)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "No such order (or not yours)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 409, description = "Already fulfilled", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "Rate limited", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The order store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 pub async fn cancel(
     caller: Caller,
     orders: web::Data<Orders>,

@@ -9,7 +9,6 @@
 //!   entries written through other instances.
 //! - [`OrderChanges`]: other services' changes (`order.*` events, heard by
 //!   `events::subscription`) refresh Redis and evict from memory.
-//! - [`openapi`]: the area's part of the OpenAPI document.
 //! - [`error`]: [`error::OrdersError`], the area's answers as problems.
 //! - [`settings`]: the `[orders]` configuration section.
 //!
@@ -19,7 +18,6 @@ pub mod cache;
 pub mod error;
 pub mod handlers;
 pub mod invalidation;
-pub mod openapi;
 pub mod settings;
 
 use std::time::Duration;

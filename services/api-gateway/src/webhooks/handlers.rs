@@ -17,9 +17,13 @@ use uuid::Uuid;
 use crate::webhooks::error::WebhookError;
 use crate::webhooks::{Source, Webhooks};
 
-#[derive(Debug, Serialize)]
+/// The delivery was stored (or had been, for a redelivery).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookReceipt)]
 pub struct Receipt {
+    /// The stored event (the first one, for a redelivery).
     pub id: Uuid,
+    /// True when this delivery id was stored before: nothing new was stored.
     pub duplicate: bool,
 }
 
@@ -32,6 +36,28 @@ impl Headers for RequestHeaders<'_> {
     }
 }
 
+#[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks", operation_id = "receive_webhook",
+    summary = "Receives a signed delivery. The body is verified byte for byte against
+the source's scheme (`shopify`, `github`, `stripe`, `standard`) and
+stored with its processing job; the answer never waits for processing.",
+    description = "Deliveries are rate limited per sender address (generously), before the
+body is read, and the body must arrive within the read deadline (10 s by
+default).",
+    params(
+        ("source" = String, Path, example = "shopify", description = "A configured source, e.g. `shopify`."),
+    ),
+    request_body(content = Object, content_type = "application/json",
+        description = "The raw body the sender signed (any bytes; JSON for every supported scheme)."),
+    responses(
+        (status = 200, description = "Stored, or a redelivery of a stored delivery", body = Receipt),
+        (status = 400, description = "Stale or future timestamp, missing delivery id, unreadable body", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 401, description = "Missing or bad signature", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 404, description = "Unknown source", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 408, description = "The body did not arrive within the read deadline", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 413, description = "Body over the source's limit", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 429, description = "This sender address is over its budget; see Retry-After", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The webhook store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+    ))]
 #[tracing::instrument(skip_all, fields(source = %path.as_str()))]
 pub async fn receive(
     path: web::Path<String>,

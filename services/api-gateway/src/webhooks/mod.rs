@@ -7,7 +7,6 @@
 //! - [`settings`]: the `[webhooks]` section (sources, secrets from the
 //!   environment, development secrets refused in production).
 //! - [`error`]: [`error::WebhookError`], the area's answers as problems.
-//! - [`openapi`]: the ingest endpoint's part of the OpenAPI document.
 //! - [`metrics`]: `webhooks_received{source, outcome}`.
 //!
 //! Captures go through `keel_webhooks::group_commit`: the deliveries that
@@ -22,7 +21,6 @@
 pub mod error;
 pub mod handlers;
 pub mod metrics;
-pub mod openapi;
 pub mod settings;
 
 use std::collections::HashMap;
