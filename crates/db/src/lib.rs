@@ -7,9 +7,14 @@
 //! - [`migrate`]: embedded migrations, applied under an advisory lock so two
 //!   instances starting together do not race.
 //! - [`error`]: the crate's error type and helpers to classify SQLSTATEs.
+//! - [`page`]: newest-first keyset paging shared by every listing: the
+//!   opaque [`page::Cursor`], a [`page::Filter`] of numbered parameters,
+//!   [`page::Page`] (the API's `{items, next_cursor}`) and the fetch of
+//!   `limit + 1` rows.
 
 pub mod error;
 pub mod migrate;
+pub mod page;
 pub mod pool;
 pub mod settings;
 

@@ -40,6 +40,6 @@ pub use archiver::Archiver;
 pub use error::{Error, Result};
 pub use letter::NewDeadLetter;
 pub use metrics::ArchiverMetrics;
-pub use queries::{DeadLetter, ListQuery, Page, Status, StoredDeadLetter};
+pub use queries::{DeadLetter, ListQuery, Status, StoredDeadLetter};
 pub use requeue::Requeued;
 pub use schema::MIGRATIONS;

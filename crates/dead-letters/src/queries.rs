@@ -2,17 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use keel_db::GenericClient;
-use keel_store::cursor::Cursor;
+use keel_db::page::{Cursor, Filter, Keyset, Page, PageRequest};
 use serde::Serialize;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-
-/// Page size when the caller names none, and the largest allowed (API.md).
-pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
 
 /// Where a dead letter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,15 +87,7 @@ pub struct ListQuery {
     pub status: Option<Status>,
     pub message_type: Option<String>,
     /// After this position (`dead_at`, `id`), newest first.
-    pub cursor: Option<Cursor>,
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub items: Vec<DeadLetter>,
-    /// Present when more rows may follow.
-    pub next_cursor: Option<Cursor>,
+    pub page: PageRequest,
 }
 
 const COLUMNS: &str = "id, message_type, routing_key, death_reason, last_error, attempts, \
@@ -126,52 +113,20 @@ fn from_row(row: &Row) -> Result<DeadLetter> {
 }
 
 /// Newest deaths first, optionally filtered by status and message type.
-pub async fn list(client: &impl GenericClient, query: &ListQuery) -> Result<Page> {
-    let limit = query.limit.clamp(1, MAX_LIMIT);
-    let status = query.status.map(Status::as_str);
-    let mut conditions: Vec<String> = Vec::new();
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(status) = &status {
-        params.push(status);
-        conditions.push(format!("status = ${}", params.len()));
-    }
-    if let Some(message_type) = &query.message_type {
-        params.push(message_type);
-        conditions.push(format!("message_type = ${}", params.len()));
-    }
-    if let Some(cursor) = &query.cursor {
-        params.push(&cursor.created_at);
-        params.push(&cursor.id);
-        conditions.push(format!(
-            "(dead_at, id) < (${}, ${})",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    // One extra row tells whether another page exists.
-    let fetch = i64::from(limit) + 1;
-    params.push(&fetch);
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
+pub async fn list(client: &impl GenericClient, query: &ListQuery) -> Result<Page<DeadLetter>> {
+    let keyset = Keyset {
+        select: &format!("SELECT {COLUMNS} FROM dead_letters"),
+        time: "dead_at",
+        id: "id",
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM dead_letters{filter} ORDER BY dead_at DESC, id DESC LIMIT ${}",
-        params.len()
-    );
-    let rows = client.query(&sql, &params).await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| Cursor {
-            created_at: last.dead_at,
-            id: last.id,
+    let filter = Filter::new()
+        .and_some("status", "=", query.status.map(Status::as_str))
+        .and_some("message_type", "=", query.message_type.clone());
+    keyset
+        .fetch(client, filter, query.page, from_row, |l| {
+            Cursor::new(l.dead_at, l.id)
         })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+        .await
 }
 
 /// One dead letter with its headers and body.

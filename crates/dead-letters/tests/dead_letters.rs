@@ -11,6 +11,7 @@ use keel_contracts::events::WebhookReceived;
 use keel_contracts::jobs::{JobQueue, WebhookProcess};
 use keel_contracts::{DomainEvent, Envelope, Job};
 use keel_db::Pool;
+use keel_db::page::PageRequest;
 use keel_dead_letters::queries::{self, ListQuery};
 use keel_dead_letters::{
     Archived, Archiver, ArchiverMetrics, Error, NewDeadLetter, Status, archive, requeue,
@@ -509,8 +510,7 @@ async fn the_listing_pages_newest_first_and_filters_by_status_and_type() {
         let page = queries::list(
             &client,
             &ListQuery {
-                cursor,
-                limit: 2,
+                page: PageRequest { cursor, limit: 2 },
                 ..ListQuery::default()
             },
         )
@@ -530,7 +530,10 @@ async fn the_listing_pages_newest_first_and_filters_by_status_and_type() {
         &client,
         &ListQuery {
             status: Some(Status::Dead),
-            limit: 50,
+            page: PageRequest {
+                cursor: None,
+                limit: 50,
+            },
             ..ListQuery::default()
         },
     )
@@ -542,7 +545,10 @@ async fn the_listing_pages_newest_first_and_filters_by_status_and_type() {
         &client,
         &ListQuery {
             status: Some(Status::Requeued),
-            limit: 50,
+            page: PageRequest {
+                cursor: None,
+                limit: 50,
+            },
             ..ListQuery::default()
         },
     )
@@ -556,7 +562,10 @@ async fn the_listing_pages_newest_first_and_filters_by_status_and_type() {
         &client,
         &ListQuery {
             message_type: Some("export.run".to_owned()),
-            limit: 50,
+            page: PageRequest {
+                cursor: None,
+                limit: 50,
+            },
             ..ListQuery::default()
         },
     )

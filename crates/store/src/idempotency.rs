@@ -1,6 +1,11 @@
 //! `Idempotency-Key` records: the first response to a keyed request is
 //! stored with the key (scoped to the user) and replayed to retries.
 //!
+//! A handler makes one call, [`begin`], and is told what to do next
+//! ([`NextAction`]): do the work in the transaction it is handed (then
+//! [`complete`] and commit), answer with the stored response, or refuse a
+//! key reused for another request.
+//!
 //! Concurrency: [`claim`] inserts the key row inside the caller's
 //! transaction, *before* the work it protects. A second request with the
 //! same key blocks on the primary key until the first transaction ends:
@@ -10,7 +15,7 @@
 //! come back later.
 
 use chrono::{DateTime, Utc};
-use keel_db::GenericClient;
+use keel_db::{Client, GenericClient, Transaction};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -51,6 +56,60 @@ pub enum Claim {
     Replay(StoredResponse),
     /// The key was used for a different request.
     Mismatch,
+}
+
+/// A keyed request: whose, under which key, and what it was.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub user_id: Uuid,
+    pub key: &'a str,
+    pub fingerprint: Fingerprint,
+    /// When a record claimed now stops being replayed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What [`begin`] tells the caller to do.
+#[derive(Debug)]
+pub enum NextAction<'c> {
+    /// Do the work in this transaction; with a key, store its response
+    /// with [`complete`] before committing (a rollback frees the key).
+    Proceed(Transaction<'c>),
+    /// The same request already ran: answer with this (nothing was written).
+    Replay(StoredResponse),
+    /// The key was used for a different request: refuse (nothing was written).
+    Conflict,
+}
+
+/// Starts a request that may carry a key. Without one: a transaction for
+/// the work. With one: a retry of a committed request is answered from its
+/// record without a transaction or a lock; otherwise the key is claimed in
+/// the transaction handed back, so it commits or rolls back with the work.
+/// A concurrent request with the same key waits here until the first ends,
+/// then replays its response (or, after a rollback, proceeds itself).
+pub async fn begin<'c>(client: &'c mut Client, key: Option<Key<'_>>) -> Result<NextAction<'c>> {
+    if let Some(k) = &key {
+        match lookup(&*client, k.user_id, k.key, k.fingerprint).await? {
+            Some(Claim::Replay(stored)) => return Ok(NextAction::Replay(stored)),
+            Some(Claim::Mismatch) => return Ok(NextAction::Conflict),
+            Some(Claim::Claimed) | None => {}
+        }
+    }
+    let tx = client.transaction().await.map_err(keel_db::Error::from)?;
+    let Some(k) = key else {
+        return Ok(NextAction::Proceed(tx));
+    };
+    match claim(&tx, k.user_id, k.key, k.fingerprint, k.expires_at).await? {
+        Claim::Claimed => Ok(NextAction::Proceed(tx)),
+        Claim::Replay(stored) => {
+            // Nothing was written; end the transaction before answering.
+            tx.rollback().await.map_err(keel_db::Error::from)?;
+            Ok(NextAction::Replay(stored))
+        }
+        Claim::Mismatch => {
+            tx.rollback().await.map_err(keel_db::Error::from)?;
+            Ok(NextAction::Conflict)
+        }
+    }
 }
 
 /// Looks for a live, completed record without taking any lock: the fast

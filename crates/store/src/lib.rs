@@ -10,14 +10,14 @@
 //!   ([`MIGRATIONS`], component `store`).
 //! - [`orders`]: queries. Every change writes its domain event to the outbox
 //!   in the same transaction.
-//! - [`cursor`]: opaque keyset cursors for newest-first listing.
-//! - [`idempotency`]: `Idempotency-Key` records (claim, replay, complete).
+//! - [`idempotency`]: `Idempotency-Key` records: [`idempotency::begin`]
+//!   says what to do next (proceed, replay, refuse); `complete` stores the
+//!   response.
 //! - [`exports`]: the exports domain (types, state machine, its own
 //!   migration set `exports::MIGRATIONS`, queries, the `COPY` statement of
 //!   a file), with its own `exports::Error`.
 //! - [`error`]: the crate's [`Error`].
 
-pub mod cursor;
 pub mod domain;
 pub mod error;
 pub mod exports;

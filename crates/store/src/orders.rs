@@ -4,23 +4,17 @@
 use chrono::{DateTime, Utc};
 use keel_contracts::events::OrderUpdated;
 use keel_contracts::{DomainEvent, Envelope};
+use keel_db::page::{Cursor, Filter, Keyset, Page, PageRequest};
 use keel_db::{Client, GenericClient, Transaction};
 use keel_outbox::OutboxRow;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::cursor::Cursor;
 use crate::domain::{
     ExternalOrder, FulfillmentStatus, NewItem, NewOrder, Order, OrderItem, OrderStatus, Payment,
     Scope,
 };
 use crate::{Error, Result};
-
-/// Page size when the client names none.
-pub const DEFAULT_LIMIT: u32 = 50;
-/// Largest page a client may ask for.
-pub const MAX_LIMIT: u32 = 500;
 
 /// The order columns plus its items as one JSON array, so a page of orders
 /// is one round trip (the items sub-select runs per row on the primary key).
@@ -454,79 +448,35 @@ pub struct ListQuery {
     pub created_after: Option<DateTime<Utc>>,
     /// Exclusive.
     pub created_before: Option<DateTime<Utc>>,
-    pub cursor: Option<Cursor>,
-    /// Clamped to `1..=MAX_LIMIT`.
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub items: Vec<Order>,
-    /// Present when more rows may follow.
-    pub next_cursor: Option<Cursor>,
+    pub page: PageRequest,
 }
 
 /// Newest first, keyset-paginated on `(created_at, id)`: each page is an
 /// index range scan, however deep the client pages.
-pub async fn list(client: &impl GenericClient, scope: Scope, query: &ListQuery) -> Result<Page> {
-    let limit = query.limit.clamp(1, MAX_LIMIT);
-    let status = query.status.map(OrderStatus::as_str);
-    let mut conditions: Vec<String> = Vec::new();
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    let user;
-    if let Scope::User(id) = scope {
-        user = id;
-        params.push(&user);
-        conditions.push(format!("o.user_id = ${}", params.len()));
-    }
-    if let Some(status) = &status {
-        params.push(status);
-        conditions.push(format!("o.status = ${}", params.len()));
-    }
-    if let Some(after) = &query.created_after {
-        params.push(after);
-        conditions.push(format!("o.created_at >= ${}", params.len()));
-    }
-    if let Some(before) = &query.created_before {
-        params.push(before);
-        conditions.push(format!("o.created_at < ${}", params.len()));
-    }
-    if let Some(cursor) = &query.cursor {
-        params.push(&cursor.created_at);
-        params.push(&cursor.id);
-        conditions.push(format!(
-            "(o.created_at, o.id) < (${}, ${})",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    // One extra row tells whether another page exists.
-    let fetch = i64::from(limit) + 1;
-    params.push(&fetch);
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
+pub async fn list(
+    client: &impl GenericClient,
+    scope: Scope,
+    query: &ListQuery,
+) -> Result<Page<Order>> {
+    let user = match scope {
+        Scope::User(id) => Some(id),
+        Scope::All => None,
     };
-    let sql = format!(
-        "{SELECT}{filter} ORDER BY o.created_at DESC, o.id DESC LIMIT ${}",
-        params.len()
-    );
-    // At most a few dozen shapes (filters present or not): cached per
-    // connection, each is parsed and planned once, not on every request.
-    let statement = client.prepare_cached(&sql).await?;
-    let rows = client.query(&statement, &params).await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|o| Cursor {
-            created_at: o.created_at,
-            id: o.id,
+    let filter = Filter::new()
+        .and_some("o.user_id", "=", user)
+        .and_some("o.status", "=", query.status.map(OrderStatus::as_str))
+        .and_some("o.created_at", ">=", query.created_after)
+        .and_some("o.created_at", "<", query.created_before);
+    let keyset = Keyset {
+        select: SELECT,
+        time: "o.created_at",
+        id: "o.id",
+    };
+    keyset
+        .fetch(client, filter, query.page, from_row, |o| {
+            Cursor::new(o.created_at, o.id)
         })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+        .await
 }
 
 /// Moves an order to `next` if the state machine allows it, writing

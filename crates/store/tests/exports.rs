@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use keel_db::page::PageRequest;
 use keel_store::domain::Scope;
 use keel_store::exports::{
     self, Compression, Error, ExportFilter, ExportStatus, Format, NewExport, Resource, Start,
@@ -244,10 +245,26 @@ async fn listing_is_newest_first_per_user_with_a_cursor() {
         .await
         .unwrap();
     ids.reverse();
-    let first = exports::list(&client, user, None, 3).await.unwrap();
-    let second = exports::list(&client, user, first.next_cursor, 3)
-        .await
-        .unwrap();
+    let first = exports::list(
+        &client,
+        user,
+        PageRequest {
+            cursor: None,
+            limit: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let second = exports::list(
+        &client,
+        user,
+        PageRequest {
+            cursor: first.next_cursor,
+            limit: 3,
+        },
+    )
+    .await
+    .unwrap();
     let listed: Vec<Uuid> = first
         .items
         .iter()

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use keel_store::idempotency::{self, Claim, Fingerprint, StoredResponse};
+use keel_store::idempotency::{self, Claim, Fingerprint, Key, NextAction, StoredResponse};
 use keel_testkit::database::TestDatabase;
 use uuid::Uuid;
 
@@ -92,4 +92,95 @@ async fn a_live_key_replays_or_refuses() {
             .unwrap(),
         Claim::Mismatch
     );
+}
+
+fn key(user_id: Uuid, fingerprint: Fingerprint) -> Key<'static> {
+    Key {
+        user_id,
+        key: "k",
+        fingerprint,
+        expires_at: Utc::now() + Duration::hours(1),
+    }
+}
+
+#[tokio::test]
+async fn begin_proceeds_once_then_replays_the_same_request_and_refuses_another() {
+    let db = database().await;
+    let mut client = db.pool().get().await.unwrap();
+    let user = Uuid::new_v4();
+    let fingerprint = Fingerprint::of("POST", "/orders", b"{}");
+    let response = StoredResponse {
+        status: 201,
+        body: b"{\"id\":1}".to_vec(),
+        location: Some("/orders/1".into()),
+    };
+
+    let NextAction::Proceed(tx) = idempotency::begin(&mut client, Some(key(user, fingerprint)))
+        .await
+        .unwrap()
+    else {
+        panic!("a new key proceeds");
+    };
+    idempotency::complete(&tx, user, "k", &response)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    match idempotency::begin(&mut client, Some(key(user, fingerprint)))
+        .await
+        .unwrap()
+    {
+        NextAction::Replay(stored) => assert_eq!(stored, response),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    let other = Fingerprint::of("POST", "/orders", b"[]");
+    assert!(matches!(
+        idempotency::begin(&mut client, Some(key(user, other)))
+            .await
+            .unwrap(),
+        NextAction::Conflict
+    ));
+    // Without a key there is nothing to look up: always the work.
+    assert!(matches!(
+        idempotency::begin(&mut client, None).await.unwrap(),
+        NextAction::Proceed(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_concurrent_begin_with_the_same_key_waits_for_the_first_and_replays_it() {
+    let db = database().await;
+    let mut first = db.pool().get().await.unwrap();
+    let mut second = db.pool().get().await.unwrap();
+    let user = Uuid::new_v4();
+    let fingerprint = Fingerprint::of("POST", "/orders", b"{}");
+    let response = StoredResponse {
+        status: 201,
+        body: b"{\"id\":2}".to_vec(),
+        location: None,
+    };
+
+    let NextAction::Proceed(tx) = idempotency::begin(&mut first, Some(key(user, fingerprint)))
+        .await
+        .unwrap()
+    else {
+        panic!("a new key proceeds");
+    };
+    let waiting = tokio::spawn(async move {
+        match idempotency::begin(&mut second, Some(key(user, fingerprint)))
+            .await
+            .unwrap()
+        {
+            NextAction::Replay(stored) => stored,
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    });
+    // The second request is blocked on the uncommitted claim.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    idempotency::complete(&tx, user, "k", &response)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(waiting.await.unwrap(), response);
 }

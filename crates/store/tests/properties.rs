@@ -12,8 +12,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DateTime;
-use keel_store::Error;
-use keel_store::cursor::Cursor;
+use keel_db::page::{Cursor, InvalidCursor};
 use keel_store::domain::{
     Currency, Email, ExternalId, FulfillmentStatus, NewOrder, OrderStatus, Quantity, RawItem,
     RawNewOrder, Sku, Source, TotalCents, UnitPriceCents,
@@ -120,7 +119,7 @@ proptest! {
     fn arbitrary_text_is_a_cursor_or_invalid_cursor(text in any::<String>()) {
         match Cursor::decode(&text) {
             Ok(cursor) => prop_assert!((0..=MAX_MICROS).contains(&cursor.created_at.timestamp_micros())),
-            Err(error) => prop_assert!(matches!(error, Error::InvalidCursor), "{error}"),
+            Err(error) => prop_assert!(matches!(error, InvalidCursor), "{error}"),
         }
     }
 
@@ -134,7 +133,7 @@ proptest! {
                 // What was accepted is what a re-issued cursor names.
                 prop_assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
             }
-            Err(error) => prop_assert!(matches!(error, Error::InvalidCursor), "{error}"),
+            Err(error) => prop_assert!(matches!(error, InvalidCursor), "{error}"),
         }
     }
 

@@ -5,11 +5,10 @@
 use chrono::{DateTime, Utc};
 use keel_contracts::jobs::WebhookProcess;
 use keel_contracts::{Envelope, Job};
+use keel_db::page::{Cursor, Filter, Keyset, Page, PageRequest};
 use keel_db::{GenericClient, Transaction};
-use keel_store::cursor::Cursor;
 use serde::Serialize;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -22,10 +21,6 @@ const SCHEMES: [Scheme; 4] = [
     Scheme::Stripe,
     Scheme::Standard,
 ];
-
-/// Page size when the caller names none, and the largest allowed (API.md).
-pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
 
 /// The values of `webhook_events.status` (the table's CHECK constraint),
 /// in the order an event usually goes through them.
@@ -91,15 +86,7 @@ pub struct ListQuery {
     pub status: Option<&'static str>,
     pub source: Option<String>,
     /// After this position (`received_at`, `id`), newest first.
-    pub cursor: Option<Cursor>,
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub items: Vec<EventSummary>,
-    /// Present when more rows may follow.
-    pub next_cursor: Option<Cursor>,
+    pub page: PageRequest,
 }
 
 /// What [`replay`] did.
@@ -128,52 +115,20 @@ fn from_row(row: &Row) -> Result<EventSummary> {
 }
 
 /// Newest first, optionally filtered by status and source.
-pub async fn list(client: &impl GenericClient, query: &ListQuery) -> Result<Page> {
-    let limit = query.limit.clamp(1, MAX_LIMIT);
-    let mut conditions: Vec<String> = Vec::new();
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(status) = &query.status {
-        params.push(status);
-        conditions.push(format!("status = ${}", params.len()));
-    }
-    if let Some(source) = &query.source {
-        params.push(source);
-        conditions.push(format!("source = ${}", params.len()));
-    }
-    if let Some(cursor) = &query.cursor {
-        params.push(&cursor.created_at);
-        params.push(&cursor.id);
-        conditions.push(format!(
-            "(received_at, id) < (${}, ${})",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    // One extra row tells whether another page exists.
-    let fetch = i64::from(limit) + 1;
-    params.push(&fetch);
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
+pub async fn list(client: &impl GenericClient, query: &ListQuery) -> Result<Page<EventSummary>> {
+    let keyset = Keyset {
+        select: &format!("SELECT {COLUMNS} FROM webhook_events"),
+        time: "received_at",
+        id: "id",
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM webhook_events{filter} \
-         ORDER BY received_at DESC, id DESC LIMIT ${}",
-        params.len()
-    );
-    let rows = client.query(&sql, &params).await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| Cursor {
-            created_at: last.received_at,
-            id: last.id,
+    let filter = Filter::new()
+        .and_some("status", "=", query.status)
+        .and_some("source", "=", query.source.clone());
+    keyset
+        .fetch(client, filter, query.page, from_row, |e| {
+            Cursor::new(e.received_at, e.id)
         })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+        .await
 }
 
 /// One event with its headers and body; `None` when there is none.

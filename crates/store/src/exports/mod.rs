@@ -26,7 +26,7 @@ pub use domain::{
 };
 pub use error::{Error, Result};
 pub use queries::{
-    Page, Start, Written, create, expiring, fail, finished_since, get, list, mark_expired,
-    progress, start, succeed,
+    Start, Written, create, expiring, fail, finished_since, get, list, mark_expired, progress,
+    start, succeed,
 };
 pub use schema::MIGRATIONS;

@@ -8,21 +8,16 @@ use chrono::{DateTime, Utc};
 use keel_contracts::events::{ExportCompleted, ExportFailed};
 use keel_contracts::jobs::ExportRun;
 use keel_contracts::{DomainEvent, Envelope, Job};
+use keel_db::page::{Cursor, Filter, Keyset, Page, PageRequest};
 use keel_db::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::cursor::Cursor;
 use crate::domain::Scope;
 use crate::exports::domain::{
     Compression, Export, ExportFilter, ExportStatus, Format, NewExport, Resource,
 };
 use crate::exports::error::{Error, Result};
-
-/// Page size when the client names none.
-pub const DEFAULT_LIMIT: u32 = 50;
-/// Largest page a client may ask for.
-pub const MAX_LIMIT: u32 = 500;
 
 const COLUMNS: &str = "id, user_id, all_orders, resource, format, compression, filter, status, \
     rows_written, bytes, sha256, error, object_key, attempts, created_at, started_at, \
@@ -136,59 +131,23 @@ pub async fn get(client: &impl GenericClient, id: Uuid, scope: Scope) -> Result<
     from_row(&row.ok_or(Error::NotFound)?)
 }
 
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub items: Vec<Export>,
-    /// Present when more rows may follow.
-    pub next_cursor: Option<Cursor>,
-}
-
 /// A user's exports, newest first, keyset-paginated on `(created_at, id)`.
 pub async fn list(
     client: &impl GenericClient,
     user_id: Uuid,
-    cursor: Option<Cursor>,
-    limit: u32,
-) -> Result<Page> {
-    let limit = limit.clamp(1, MAX_LIMIT);
-    // One extra row tells whether another page exists.
-    let fetch = i64::from(limit) + 1;
-    let rows = match cursor {
-        None => {
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM exports WHERE user_id = $1 \
-                     ORDER BY created_at DESC, id DESC LIMIT $2"
-                ))
-                .await?;
-            client.query(&statement, &[&user_id, &fetch]).await?
-        }
-        Some(cursor) => {
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM exports WHERE user_id = $1 AND (created_at, id) < ($2, $3) \
-                     ORDER BY created_at DESC, id DESC LIMIT $4"
-                ))
-                .await?;
-            client
-                .query(
-                    &statement,
-                    &[&user_id, &cursor.created_at, &cursor.id, &fetch],
-                )
-                .await?
-        }
+    page: PageRequest,
+) -> Result<Page<Export>> {
+    let keyset = Keyset {
+        select: &format!("SELECT {COLUMNS} FROM exports"),
+        time: "created_at",
+        id: "id",
     };
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|e| Cursor {
-            created_at: e.created_at,
-            id: e.id,
+    let filter = Filter::new().and("user_id", "=", user_id);
+    keyset
+        .fetch(client, filter, page, from_row, |e| {
+            Cursor::new(e.created_at, e.id)
         })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+        .await
 }
 
 /// What [`start`] found.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::admin::body::{Body, render};
 use crate::admin::error::AdminError;
-use crate::admin::params::{self, PageBody};
+use crate::admin::params;
 use crate::admin::{Admin, admin_only};
 use crate::identity::Caller;
 
@@ -44,7 +44,7 @@ pub async fn list(
     let mut errors = Vec::new();
     let status = params::one_of(&params, "status", &STATUSES, &mut errors).and_then(Status::parse);
     let message_type = params::text(&params, "message_type", &mut errors);
-    let (cursor, limit) = params::paging(&params, &mut errors);
+    let page = params::paging(&params, &mut errors);
     if !errors.is_empty() {
         return Err(AdminError::Validation(errors));
     }
@@ -54,12 +54,11 @@ pub async fn list(
         &ListQuery {
             status,
             message_type,
-            cursor,
-            limit,
+            page,
         },
     )
     .await?;
-    Ok(HttpResponse::Ok().json(PageBody::new(page.items, page.next_cursor)))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 fn letter_id(raw: &str) -> Result<Uuid, AdminError> {

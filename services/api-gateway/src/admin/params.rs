@@ -5,13 +5,10 @@
 use std::collections::HashMap;
 
 use actix_web::web;
+use keel_db::page::PageRequest;
 use keel_http::FieldError;
-use keel_store::cursor::Cursor;
 
 use crate::admin::error::AdminError;
-
-pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
 
 /// Raw `name=value` pairs (the last of repeated names wins).
 pub fn parse(query: &str) -> Result<HashMap<String, String>, AdminError> {
@@ -20,30 +17,13 @@ pub fn parse(query: &str) -> Result<HashMap<String, String>, AdminError> {
         .map_err(|_| AdminError::invalid("query", "is not a valid query string"))
 }
 
-/// `limit` and `cursor`; problems are pushed to `errors`.
-pub fn paging(
-    params: &HashMap<String, String>,
-    errors: &mut Vec<FieldError>,
-) -> (Option<Cursor>, u32) {
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(value) => match value.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer between 1 and {MAX_LIMIT}"),
-                ));
-                DEFAULT_LIMIT
-            }
-        },
-    };
-    let cursor = params.get("cursor").and_then(|value| {
-        Cursor::decode(value)
-            .map_err(|_| errors.push(FieldError::new("cursor", "is not a cursor this API issued")))
-            .ok()
-    });
-    (cursor, limit)
+/// `limit` and `cursor` (`keel_db::page`); problems are pushed to `errors`.
+pub fn paging(params: &HashMap<String, String>, errors: &mut Vec<FieldError>) -> PageRequest {
+    PageRequest::parse(
+        params.get("limit").map(String::as_str),
+        params.get("cursor").map(String::as_str),
+        |name, message| errors.push(FieldError::new(name, message)),
+    )
 }
 
 /// An optional exact-match filter of 1 to 255 characters.
@@ -79,22 +59,6 @@ pub fn one_of(
     found
 }
 
-/// The page's `{items, next_cursor}` body.
-#[derive(Debug, serde::Serialize)]
-pub struct PageBody<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
-impl<T> PageBody<T> {
-    pub fn new(items: Vec<T>, next: Option<Cursor>) -> Self {
-        Self {
-            items,
-            next_cursor: next.map(|c| c.encode()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -116,7 +80,10 @@ mod tests {
         let mut errors = Vec::new();
         assert_eq!(
             paging(&parse("").unwrap(), &mut errors),
-            (None, DEFAULT_LIMIT)
+            PageRequest {
+                cursor: None,
+                limit: keel_db::page::DEFAULT_LIMIT
+            }
         );
         assert!(errors.is_empty());
     }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::admin::body::{Body, render};
 use crate::admin::error::AdminError;
-use crate::admin::params::{self, PageBody};
+use crate::admin::params;
 use crate::admin::{Admin, admin_only};
 use crate::identity::Caller;
 
@@ -40,7 +40,7 @@ pub async fn list(
     let mut errors = Vec::new();
     let status = params::one_of(&params, "status", &STATUSES, &mut errors);
     let source = params::text(&params, "source", &mut errors);
-    let (cursor, limit) = params::paging(&params, &mut errors);
+    let page = params::paging(&params, &mut errors);
     if !errors.is_empty() {
         return Err(AdminError::Validation(errors));
     }
@@ -50,12 +50,11 @@ pub async fn list(
         &ListQuery {
             status,
             source,
-            cursor,
-            limit,
+            page,
         },
     )
     .await?;
-    Ok(HttpResponse::Ok().json(PageBody::new(page.items, page.next_cursor)))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// A captured delivery with its stored headers (signatures `[redacted]`,

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, ContentDisposition, DispositionParam, Dispos
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use futures::TryStreamExt;
-use keel_store::cursor::Cursor;
+use keel_db::page::{Page, PageRequest};
 use keel_store::domain::Scope;
 use keel_store::exports::{self, Export, ExportStatus, NewExport, RawNewExport};
 use serde::{Deserialize, Serialize};
@@ -149,12 +149,6 @@ struct RawListParams {
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct ExportPage<'a> {
-    items: Vec<ExportView<'a>>,
-    next_cursor: Option<String>,
-}
-
 /// `GET /exports`: the caller's own exports, newest first.
 #[utoipa::path(get, path = "/api/v1/exports", tag = "exports", operation_id = "list_exports",
     summary = "The caller's exports, newest first.",
@@ -179,43 +173,19 @@ pub async fn list(
         .map(web::Query::into_inner)
         .map_err(|e| ExportsError::invalid("query", e.to_string()))?;
     let mut errors = Vec::new();
-    let limit = match raw.limit.as_deref() {
-        None => exports::queries::DEFAULT_LIMIT,
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=exports::queries::MAX_LIMIT).contains(&n) => n,
-            _ => {
-                errors.push(keel_store::domain::Invalid::new(
-                    "limit",
-                    format!(
-                        "must be an integer between 1 and {}",
-                        exports::queries::MAX_LIMIT
-                    ),
-                ));
-                exports::queries::DEFAULT_LIMIT
-            }
-        },
-    };
-    let cursor = match raw.cursor.as_deref().map(Cursor::decode) {
-        None => None,
-        Some(Ok(cursor)) => Some(cursor),
-        Some(Err(_)) => {
-            errors.push(keel_store::domain::Invalid::new(
-                "cursor",
-                "is not a cursor this API issued",
-            ));
-            None
-        }
-    };
+    let page = PageRequest::parse(raw.limit.as_deref(), raw.cursor.as_deref(), |name, m| {
+        errors.push(keel_store::domain::Invalid::new(name, m))
+    });
     if !errors.is_empty() {
         return Err(ExportsError::Validation(errors));
     }
     let client = area.pool.get().await.map_err(keel_db::Error::from)?;
-    let page = exports::list(&client, caller.user_id, cursor, limit).await?;
+    let page = exports::list(&client, caller.user_id, page).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "private, no-store"))
-        .json(ExportPage {
+        .json(Page {
             items: page.items.iter().map(|e| area.view(e)).collect(),
-            next_cursor: page.next_cursor.map(|c| c.encode()),
+            next_cursor: page.next_cursor,
         }))
 }
 

@@ -7,11 +7,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use keel_store::cursor::Cursor;
-use keel_store::domain::{Invalid, NewOrder, Order, OrderStatus, RawNewOrder, Scope, Source};
-use keel_store::idempotency::{self, Claim, Fingerprint, StoredResponse};
-use keel_store::orders::{self, DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
-use serde::{Deserialize, Serialize};
+use keel_db::page::PageRequest;
+use keel_store::domain::{Invalid, NewOrder, OrderStatus, RawNewOrder, Scope, Source};
+use keel_store::idempotency::{self, Fingerprint, Key, NextAction, StoredResponse};
+use keel_store::orders::{self, ListQuery};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::identity::Caller;
@@ -83,32 +83,20 @@ pub async fn create(
     let new =
         NewOrder::parse(raw, Some(caller.user_id), Source::Api).map_err(OrdersError::Validation)?;
 
-    let fingerprint = Fingerprint::of("POST", req.path(), &body);
+    let ttl = chrono::Duration::from_std(orders.idempotency_ttl)
+        .map_err(|e| OrdersError::Unexpected(e.into()))?;
+    let key = key.as_deref().map(|key| Key {
+        user_id: caller.user_id,
+        key,
+        fingerprint: Fingerprint::of("POST", req.path(), &body),
+        expires_at: Utc::now() + ttl,
+    });
     let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
-    // Retries usually find their committed record: answer without a
-    // transaction or a lock.
-    if let Some(key) = &key {
-        match idempotency::lookup(&client, caller.user_id, key, fingerprint).await? {
-            Some(Claim::Replay(stored)) => return Ok(replay(&stored)),
-            Some(Claim::Mismatch) => return Err(OrdersError::IdempotencyKeyReused),
-            Some(Claim::Claimed) | None => {}
-        }
-    }
-    let tx = client.transaction().await.map_err(keel_db::Error::from)?;
-    if let Some(key) = &key {
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(orders.idempotency_ttl)
-                .map_err(|e| OrdersError::Unexpected(e.into()))?;
-        match idempotency::claim(&tx, caller.user_id, key, fingerprint, expires_at).await? {
-            Claim::Claimed => {}
-            Claim::Replay(stored) => {
-                // Nothing was written; end the transaction before answering.
-                tx.rollback().await.map_err(keel_db::Error::from)?;
-                return Ok(replay(&stored));
-            }
-            Claim::Mismatch => return Err(OrdersError::IdempotencyKeyReused),
-        }
-    }
+    let tx = match idempotency::begin(&mut client, key).await? {
+        NextAction::Proceed(tx) => tx,
+        NextAction::Replay(stored) => return Ok(replay(&stored)),
+        NextAction::Conflict => return Err(OrdersError::IdempotencyKeyReused),
+    };
     let order = orders::create(&tx, &new).await?;
     let cached = CachedOrder::new(order).map_err(|e| OrdersError::Unexpected(e.into()))?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), cached.order.id);
@@ -118,7 +106,7 @@ pub async fn create(
             body: cached.body.to_vec(),
             location: Some(location.clone()),
         };
-        idempotency::complete(&tx, caller.user_id, key, &stored).await?;
+        idempotency::complete(&tx, key.user_id, key.key, &stored).await?;
     }
     tx.commit().await.map_err(keel_db::Error::from)?;
     drop(client);
@@ -216,12 +204,6 @@ struct RawListParams {
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct OrderPage {
-    items: Vec<Order>,
-    next_cursor: Option<String>,
-}
-
 fn parse_list_params(query: &str) -> Result<ListQuery, OrdersError> {
     let raw: RawListParams = serde_urlencoded_query(query)?;
     let mut errors = Vec::new();
@@ -241,23 +223,8 @@ fn parse_list_params(query: &str) -> Result<ListQuery, OrdersError> {
     };
     let created_after = time("created_after", raw.created_after.as_deref(), &mut report);
     let created_before = time("created_before", raw.created_before.as_deref(), &mut report);
-    let limit = match raw.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                report(
-                    "limit",
-                    format!("must be an integer between 1 and {MAX_LIMIT}"),
-                );
-                DEFAULT_LIMIT
-            }
-        },
-    };
-    let cursor = raw.cursor.as_deref().and_then(|c| {
-        Cursor::decode(c)
-            .map_err(|_| report("cursor", "is not a cursor this API issued".to_owned()))
-            .ok()
+    let page = PageRequest::parse(raw.limit.as_deref(), raw.cursor.as_deref(), |field, m| {
+        report(field, m)
     });
     if !errors.is_empty() {
         return Err(OrdersError::Validation(errors));
@@ -266,8 +233,7 @@ fn parse_list_params(query: &str) -> Result<ListQuery, OrdersError> {
         status,
         created_after,
         created_before,
-        cursor,
-        limit,
+        page,
     })
 }
 
@@ -303,10 +269,7 @@ pub async fn list(
     let query = parse_list_params(req.query_string())?;
     let client = orders.pool.get().await.map_err(keel_db::Error::from)?;
     let page = orders::list(&client, scope(&caller), &query).await?;
-    Ok(HttpResponse::Ok().json(OrderPage {
-        items: page.items,
-        next_cursor: page.next_cursor.map(|c| c.encode()),
-    }))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -416,7 +379,7 @@ mod tests {
     #[test]
     fn list_parameters_default_to_fifty_newest() {
         let query = parse_list_params("").unwrap();
-        assert_eq!(query.limit, DEFAULT_LIMIT);
-        assert!(query.status.is_none() && query.cursor.is_none());
+        assert_eq!(query.page.limit, keel_db::page::DEFAULT_LIMIT);
+        assert!(query.status.is_none() && query.page.cursor.is_none());
     }
 }
