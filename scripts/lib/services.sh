@@ -54,6 +54,8 @@ export_service_env() {
     export KEEL_HTTP__HOST="${KEEL_HTTP__HOST:-127.0.0.1}"
     export KEEL_UPSTREAMS__AUTH_URL="http://127.0.0.1:$auth_port"
     export KEEL_UPSTREAMS__ANALYTICS_URL="http://127.0.0.1:$analytics_port"
+    # analytics verifies bearer tokens itself, against auth's JWK Set.
+    export KEEL_AUTHN__JWKS_URL="http://127.0.0.1:$auth_port/.well-known/jwks.json"
     export KEEL_TELEMETRY__FORMAT="${KEEL_TELEMETRY__FORMAT:-json}"
     export KEEL_ENVIRONMENT="${KEEL_ENVIRONMENT:-development}"
     local v

@@ -99,6 +99,14 @@ impl Stack {
             "KEEL_UPSTREAMS__ANALYTICS_URL".into(),
             format!("http://127.0.0.1:{}", ports[&Service::Analytics]),
         ));
+        // analytics verifies bearer tokens itself, against auth's JWK Set.
+        env.push((
+            "KEEL_AUTHN__JWKS_URL".into(),
+            format!(
+                "http://127.0.0.1:{}/.well-known/jwks.json",
+                ports[&Service::Auth]
+            ),
+        ));
         // Exports land in this run's folder, not in the checkout.
         env.push((
             "KEEL_EXPORTS__STORAGE__ROOT".into(),

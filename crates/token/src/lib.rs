@@ -10,12 +10,16 @@
 //! - [`verifier`]: [`Verifier`], built from a JWK Set. The algorithm comes
 //!   from the key, never from the token header (RFC 8725 §3.1), so `alg:
 //!   none` and HS256-signed-with-the-public-key tokens cannot pass.
+//! - `remote` (feature `remote`): `RemoteJwks`, an issuer's JWK Set
+//!   fetched over HTTP and cached, for every service that verifies tokens
+//!   (the gateway at the edge, analytics behind it).
 //!
-//! No HTTP, database or Redis here: the gateway fetches the JWK Set itself
-//! and hands it over.
+//! No database or Redis here, and no HTTP or async in the default build.
 
 pub mod claims;
 pub mod keys;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod signer;
 pub mod verifier;
 

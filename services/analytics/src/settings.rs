@@ -16,9 +16,36 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub telemetry: TelemetrySettings,
+    pub authn: AuthnSettings,
     pub ingest: IngestSettings,
     pub retention: RetentionSettings,
     pub query: QuerySettings,
+}
+
+/// `[authn]`: how callers of the query API are verified (their bearer
+/// token against the auth service's JWK Set; never identity headers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthnSettings {
+    /// The auth service's `/.well-known/jwks.json`.
+    pub jwks_url: url::Url,
+    /// Expected `iss` of access tokens (auth's `tokens.issuer`).
+    pub issuer: String,
+    /// Expected `aud` of access tokens (auth's `tokens.audience`).
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The JWK Set is fetched again after this long (key rotation).
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// At most one JWK Set fetch per this interval, however many tokens
+    /// name an unknown `kid`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch_interval: Duration,
+    /// Budget of one JWK Set fetch.
+    #[serde(with = "humantime_serde")]
+    pub jwks_timeout: Duration,
 }
 
 /// `[ingest]`: how events are batched off the queue.
@@ -67,11 +94,43 @@ impl Validate for Settings {
         self.database.validate()?;
         keel_config::Validate::validate(&self.amqp)?;
         self.telemetry.validate()?;
+        self.authn.validate().map_err(|e| e.within("authn"))?;
         self.ingest.validate().map_err(|e| e.within("ingest"))?;
         self.retention
             .validate()
             .map_err(|e| e.within("retention"))?;
         self.query.validate().map_err(|e| e.within("query"))?;
+        Ok(())
+    }
+}
+
+impl AuthnSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !matches!(self.jwks_url.scheme(), "http" | "https") {
+            return Err(Invalid::new("jwks_url", "must be an http(s) URL"));
+        }
+        if self.issuer.trim().is_empty() {
+            return Err(Invalid::new("issuer", "must not be empty"));
+        }
+        if self.audience.trim().is_empty() {
+            return Err(Invalid::new("audience", "must not be empty"));
+        }
+        // More than a few minutes of skew would keep expired tokens alive.
+        if self.leeway > Duration::from_secs(300) {
+            return Err(Invalid::new("leeway", "must be at most 5m"));
+        }
+        if self.jwks_max_age < Duration::from_secs(1) {
+            return Err(Invalid::new("jwks_max_age", "must be at least 1s"));
+        }
+        if self.jwks_min_refetch_interval.is_zero() {
+            return Err(Invalid::new(
+                "jwks_min_refetch_interval",
+                "must be more than zero (it bounds fetches caused by unknown kids)",
+            ));
+        }
+        if self.jwks_timeout.is_zero() || self.jwks_timeout > Duration::from_secs(60) {
+            return Err(Invalid::new("jwks_timeout", "must be between 1ms and 60s"));
+        }
         Ok(())
     }
 }
@@ -145,5 +204,28 @@ mod tests {
             let error = ingest.validate().expect_err("out of range");
             assert!(error.to_string().contains("consumers"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_authn_defaults_match_auths_issuer_and_a_zero_refetch_interval_is_refused() {
+        let settings = Settings::defaults().expect("the built-in defaults load");
+        assert_eq!(settings.authn.issuer, "keel-auth");
+        assert_eq!(settings.authn.audience, "keel");
+        assert_eq!(
+            settings.authn.jwks_url.as_str(),
+            "http://127.0.0.1:8081/.well-known/jwks.json"
+        );
+        assert!(settings.validate().is_ok());
+        let authn = AuthnSettings {
+            jwks_min_refetch_interval: Duration::ZERO,
+            ..settings.authn.clone()
+        };
+        let error = Settings { authn, ..settings }
+            .validate()
+            .expect_err("a zero interval is refused");
+        assert!(
+            error.to_string().contains("jwks_min_refetch_interval"),
+            "{error}"
+        );
     }
 }

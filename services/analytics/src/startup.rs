@@ -24,6 +24,8 @@ pub enum StartupError {
     Bind(#[source] std::io::Error),
     #[error(transparent)]
     Run(#[from] keel_runtime::RunError),
+    #[error("cannot build the JWK Set client: {0}")]
+    JwksClient(#[source] reqwest::Error),
 }
 
 /// The analytics schema: the service's own tables, and the outbox
@@ -122,6 +124,7 @@ impl Application {
     /// finishes the batch in hand, in-flight requests finish, the broker
     /// connection closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let jwks = routes::remote_jwks(&self.settings.authn).map_err(StartupError::JwksClient)?;
         let mut background = Background::new(shutdown);
         background.spawn(
             "event consumer",
@@ -145,6 +148,7 @@ impl Application {
         let state = QueryState {
             pool: self.pool.clone(),
             limits: self.settings.query.clone(),
+            jwks: Arc::new(jwks),
         };
         let routes: Routes = Arc::new(move |cfg| routes::configure(cfg, state.clone()));
         let stopped = keel_runtime::serve_until_stopped(

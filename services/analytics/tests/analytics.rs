@@ -3,6 +3,8 @@
 //! raw events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -29,10 +31,12 @@ use uuid::Uuid;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_analytics");
 
-/// A test's own database and broker namespace.
+/// A test's own database and broker namespace, and a stand-in for auth's
+/// JWK Set.
 struct Stack {
     db: TestDatabase,
     broker: TestBroker,
+    auth: support::FakeAuth,
 }
 
 impl Stack {
@@ -47,7 +51,8 @@ impl Stack {
             .declare_event_queue(&channel, "analytics", &["#"])
             .await
             .unwrap();
-        Self { db, broker }
+        let auth = support::FakeAuth::start();
+        Self { db, broker, auth }
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
@@ -57,6 +62,7 @@ impl Stack {
             ("KEEL_AMQP__NAMESPACE", self.broker.namespace().to_owned()),
             ("KEEL_INGEST__BATCH_SIZE", "50".to_owned()),
             ("KEEL_INGEST__BATCH_WAIT", "50ms".to_owned()),
+            ("KEEL_AUTHN__JWKS_URL", self.auth.jwks_url.clone()),
         ]
     }
 
@@ -96,6 +102,7 @@ impl Stack {
 
     async fn cleanup(self) {
         self.broker.cleanup().await;
+        self.auth.stop().await;
     }
 }
 
@@ -323,12 +330,7 @@ async fn get(
         .unwrap(),
     );
     if let Some(caller) = caller {
-        request = request
-            .header("x-keel-user-id", caller.user.to_string())
-            .header(
-                "x-keel-role",
-                if caller.admin { "admin" } else { "customer" },
-            );
+        request = request.bearer_auth(support::token(caller.user, caller.admin));
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
@@ -964,4 +966,134 @@ async fn service_connections_run_without_jit_unless_configured() {
     settings.jit = true;
     let pool = keel_db::connect(&settings, analytics::SCHEMA, "analytics-test").unwrap();
     assert_eq!(jit(pool).await, "on");
+}
+
+/// A GET of `path` with exactly `headers`: (status, headers, body).
+async fn get_with(
+    service: &ServiceProcess,
+    path: &str,
+    query: &[(&str, String)],
+    headers: &[(&str, String)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = reqwest::Client::new().get(
+        url::Url::parse_with_params(
+            &service.url(path),
+            query.iter().map(|(k, v)| (*k, v.as_str())),
+        )
+        .unwrap(),
+    );
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.json().await.unwrap())
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+#[tokio::test]
+async fn the_caller_comes_from_the_verified_token_and_identity_headers_are_ignored() {
+    let stack = Stack::new().await;
+    let service = stack.start().await;
+    let day = Utc::now().date_naive() - chrono::Days::new(3);
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    stack.publish(&script(day, alice, bob)).await;
+    let sentinel = event(
+        Utc::now(),
+        DomainEvent::UserRegistered(UserRegistered {
+            user_id: Uuid::now_v7(),
+            registered_at: Utc::now(),
+        }),
+    );
+    stack.publish(std::slice::from_ref(&sentinel)).await;
+    stack.wait_stored(sentinel.id).await;
+    let (from, to) = (
+        at(day, "00:00:00"),
+        at(day, "00:00:00") + TimeDelta::days(2),
+    );
+    let period = range(from, to);
+    let path = "/api/v1/analytics/summary";
+    let forged = |user: Uuid| {
+        [
+            ("x-keel-user-id", user.to_string()),
+            ("x-keel-role", "admin".to_owned()),
+        ]
+    };
+
+    // An admin's token: the whole store's figures.
+    let admin = support::token(Uuid::now_v7(), true);
+    let (status, _, store_wide) = get_with(&service, path, &period, &[bearer(&admin)]).await;
+    assert_eq!(status, 200, "{store_wide}");
+    assert_eq!(store_wide, sql_summary(stack.pool(), None, from, to).await);
+
+    // A customer's token: their own figures, whatever headers claim.
+    let own = sql_summary(stack.pool(), Some(alice), from, to).await;
+    assert_ne!(own["orders_created"], store_wide["orders_created"]);
+    let alice_token = support::token(alice, false);
+    let (status, _, body) = get_with(&service, path, &period, &[bearer(&alice_token)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, own);
+    let mut headers = forged(bob).to_vec();
+    headers.push(bearer(&alice_token));
+    let (status, _, body) = get_with(&service, path, &period, &headers).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body, own,
+        "the identity headers changed whose figures were read"
+    );
+
+    // Identity headers alone: nobody.
+    let (status, answer, body) = get_with(&service, path, &period, &forged(bob)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["type"].as_str().unwrap().ends_with("unauthenticated"),
+        "{body}"
+    );
+    assert!(answer.contains_key("www-authenticate"));
+
+    // A well-formed token of a key auth never published: nobody.
+    let stranger = support::new_signer("test-key");
+    let foreign = support::token_signed_by(&stranger, alice, vec![keel_token::Role::Admin]);
+    let (status, answer, body) = get_with(&service, path, &period, &[bearer(&foreign)]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(answer.contains_key("www-authenticate"));
+    let unknown_kid = support::new_signer("another-key");
+    let foreign = support::token_signed_by(&unknown_kid, alice, vec![keel_token::Role::Admin]);
+    let (status, _, body) = get_with(&service, path, &period, &[bearer(&foreign)]).await;
+    assert_eq!(status, 401, "{body}");
+
+    service.terminate(Duration::from_secs(20)).await;
+    stack.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_a_reachable_jwk_set_tokens_are_a_503_with_retry_after() {
+    let stack = Stack::new().await;
+    // A port nobody listens on: auth is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut env = stack.env();
+    env.retain(|(key, _)| *key != "KEEL_AUTHN__JWKS_URL");
+    env.push((
+        "KEEL_AUTHN__JWKS_URL",
+        format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+    ));
+    let service = ServiceProcess::start(BINARY, &env, Duration::from_secs(30)).await;
+    let token = support::token(Uuid::now_v7(), true);
+    let (status, answer, body) = get_with(
+        &service,
+        "/api/v1/analytics/summary",
+        &[],
+        &[bearer(&token)],
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(answer.contains_key("retry-after"), "{answer:?}");
+    service.terminate(Duration::from_secs(20)).await;
+    stack.cleanup().await;
 }
