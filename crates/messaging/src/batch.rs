@@ -22,19 +22,16 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::types::ShortString;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::connection::Broker;
 use crate::consumer::{DecodeError, HandlerError, Incoming, dead_letter_properties};
 use crate::error::{Error, Result};
 use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::publisher::Publisher;
-use crate::session::{Session, SessionEnd, run_sessions};
+use crate::session::{Session, SessionEnd, run_sessions, start_consuming};
 use crate::topology::QueueSpec;
 
 /// Application code run for each batch.
@@ -328,26 +325,13 @@ impl<H: BatchHandler> BatchConsumer<H> {
     }
 
     async fn start(&self, channel: &Channel) -> Result<lapin::Consumer> {
-        channel
-            .basic_qos(
-                self.options.effective_prefetch(),
-                BasicQosOptions { global: false },
-            )
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                ShortString::from(self.queue.name.as_str()),
-                ShortString::from(format!("{}-{}", self.options.consumer_tag, Uuid::new_v4())),
-                BasicConsumeOptions {
-                    no_local: false,
-                    no_ack: false,
-                    exclusive: false,
-                    nowait: false,
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(consumer)
+        start_consuming(
+            channel,
+            &self.queue.name,
+            self.options.effective_prefetch(),
+            &self.options.consumer_tag,
+        )
+        .await
     }
 
     /// The metrics this consumer reports into.

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use serde::de::DeserializeOwned;
@@ -25,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{ConsumerMetrics, Outcome};
 use crate::publisher::Publisher;
 use crate::retry::RetryDecision;
-use crate::session::{Session, SessionEnd, run_sessions};
+use crate::session::{Session, SessionEnd, run_sessions, start_consuming};
 use crate::topology::QueueSpec;
 use crate::trace::{header_str, set_parent_from_headers};
 
@@ -354,32 +352,13 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn start(&self, channel: &Channel) -> Result<lapin::Consumer> {
-        channel
-            .basic_qos(
-                self.options.prefetch,
-                // Per consumer, not per channel: the usual RabbitMQ meaning.
-                BasicQosOptions { global: false },
-            )
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                ShortString::from(self.queue.name.as_str()),
-                ShortString::from(format!("{}-{}", self.options.consumer_tag, Uuid::new_v4())),
-                BasicConsumeOptions {
-                    // RabbitMQ ignores no_local; written for completeness.
-                    no_local: false,
-                    // Manual acks: a message is acked only after its
-                    // handler succeeded (or it was retried/dead-lettered).
-                    no_ack: false,
-                    // Other replicas consume the same queue.
-                    exclusive: false,
-                    // Wait for consume-ok so a missing queue fails here.
-                    nowait: false,
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(consumer)
+        start_consuming(
+            channel,
+            &self.queue.name,
+            self.options.prefetch,
+            &self.options.consumer_tag,
+        )
+        .await
     }
 
     /// The metrics this consumer reports into.

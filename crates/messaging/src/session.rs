@@ -12,8 +12,11 @@
 use std::time::Duration;
 
 use lapin::Channel;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::connection::Broker;
 use crate::error::Error;
@@ -77,6 +80,44 @@ pub async fn run_sessions(broker: &Broker, session: &impl Session, shutdown: &Ca
             () = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// Starts consuming `queue` on `channel` the way both consumer runners
+/// do: `prefetch` unacknowledged deliveries per consumer, manual acks,
+/// shared with other replicas, and a tag `{tag_prefix}-{uuid}` unique per
+/// session.
+pub(crate) async fn start_consuming(
+    channel: &Channel,
+    queue: &str,
+    prefetch: u16,
+    tag_prefix: &str,
+) -> Result<lapin::Consumer, Error> {
+    channel
+        .basic_qos(
+            prefetch,
+            // Per consumer, not per channel: the usual RabbitMQ meaning.
+            BasicQosOptions { global: false },
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            ShortString::from(queue),
+            ShortString::from(format!("{tag_prefix}-{}", Uuid::new_v4())),
+            BasicConsumeOptions {
+                // RabbitMQ ignores no_local; written for completeness.
+                no_local: false,
+                // Manual acks: a message is acked only after its handler
+                // succeeded (or it was retried/dead-lettered).
+                no_ack: false,
+                // Other replicas consume the same queue.
+                exclusive: false,
+                // Wait for consume-ok so a missing queue fails here.
+                nowait: false,
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
 }
 
 /// The backoff for attempt `failures`, less up to a quarter of it at random.
