@@ -14,6 +14,15 @@ async fn database() -> TestDatabase {
     .await
 }
 
+/// The first response to a keyed `POST /orders`.
+fn created() -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: b"{\"id\":1}".to_vec(),
+        location: Some("/orders/1".into()),
+    }
+}
+
 #[tokio::test]
 async fn an_expired_key_is_taken_over_and_pruned() {
     let db = database().await;
@@ -62,11 +71,7 @@ async fn a_live_key_replays_or_refuses() {
     let mut client = db.pool().get().await.unwrap();
     let user = Uuid::new_v4();
     let fingerprint = Fingerprint::of("POST", "/orders", b"{}");
-    let response = StoredResponse {
-        status: 201,
-        body: b"{\"id\":1}".to_vec(),
-        location: Some("/orders/1".into()),
-    };
+    let response = created();
     let expires = Utc::now() + Duration::hours(1);
 
     let tx = client.transaction().await.unwrap();
@@ -109,11 +114,7 @@ async fn begin_proceeds_once_then_replays_the_same_request_and_refuses_another()
     let mut client = db.pool().get().await.unwrap();
     let user = Uuid::new_v4();
     let fingerprint = Fingerprint::of("POST", "/orders", b"{}");
-    let response = StoredResponse {
-        status: 201,
-        body: b"{\"id\":1}".to_vec(),
-        location: Some("/orders/1".into()),
-    };
+    let response = created();
 
     let NextAction::Proceed(tx) = idempotency::begin(&mut client, Some(key(user, fingerprint)))
         .await
@@ -154,11 +155,7 @@ async fn a_concurrent_begin_with_the_same_key_waits_for_the_first_and_replays_it
     let mut second = db.pool().get().await.unwrap();
     let user = Uuid::new_v4();
     let fingerprint = Fingerprint::of("POST", "/orders", b"{}");
-    let response = StoredResponse {
-        status: 201,
-        body: b"{\"id\":2}".to_vec(),
-        location: None,
-    };
+    let response = created();
 
     let NextAction::Proceed(tx) = idempotency::begin(&mut first, Some(key(user, fingerprint)))
         .await
