@@ -244,6 +244,12 @@ keel_data_dir() {
     printf '%s\n' "$elsewhere"
 }
 
+# Runs a PostgreSQL tool as the postgres user from /, so that a working
+# directory it cannot enter (a checkout in root's home) draws no warning.
+as_postgres() {
+    (cd / && runuser -u postgres -- "$@")
+}
+
 # Creates DIR owned by USER (mode 700), parents included.
 make_owned_dir() {
     local user=$1 dir=$2
@@ -258,7 +264,7 @@ postgres_running() {
     local folder=$1 bindir
     bindir="$(pg_bindir)" || return 1
     [[ -f "$folder/postgres/data/postmaster.pid" ]] &&
-        runuser -u postgres -- "$bindir/pg_ctl" -D "$folder/postgres/data" status >/dev/null 2>&1
+        as_postgres "$bindir/pg_ctl" -D "$folder/postgres/data" status >/dev/null 2>&1
 }
 
 start_postgres() {
@@ -279,7 +285,7 @@ start_postgres() {
         if [[ ! -f "$data/PG_VERSION" ]]; then
             make_owned_dir postgres "$data"
             log "postgres: initdb $data"
-            runuser -u postgres -- "$bindir/initdb" -D "$data" -U keel --auth=trust \
+            as_postgres "$bindir/initdb" -D "$data" -U keel --auth=trust \
                 --encoding=UTF8 --locale=C.UTF-8 >"$folder/postgres/initdb.log" 2>&1 ||
                 {
                     tail -n 20 "$folder/postgres/initdb.log" >&2
@@ -288,7 +294,7 @@ start_postgres() {
         fi
         log "postgres: starting on 127.0.0.1:$port"
         # -w waits until it accepts connections; listen on loopback only.
-        runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -l "$folder/postgres/log" -w -t 60 \
+        as_postgres "$bindir/pg_ctl" -D "$data" -l "$folder/postgres/log" -w -t 60 \
             -o "-p $port -k $sock -c listen_addresses=127.0.0.1" start >/dev/null ||
             {
                 tail -n 20 "$folder/postgres/log" >&2
@@ -325,7 +331,7 @@ stop_postgres() {
     if postgres_running "$folder"; then
         log "postgres: stopping"
         # fast = disconnect clients, then a clean shutdown checkpoint.
-        runuser -u postgres -- "$bindir/pg_ctl" -D "$folder/postgres/data" -m fast -w -t 60 stop >/dev/null
+        as_postgres "$bindir/pg_ctl" -D "$folder/postgres/data" -m fast -w -t 60 stop >/dev/null
     fi
 }
 
