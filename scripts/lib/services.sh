@@ -50,6 +50,10 @@ export_service_env() {
     export KEEL_REDIS__URL="$redis_url"
     export KEEL_AMQP__URL="$amqp_url"
     export KEEL_AMQP__NAMESPACE="$namespace"
+    # Redis keys under the same name: runs sharing one Redis server (the
+    # stack check and the rollout in scripts/test) must not share login
+    # throttles, rate limits or sessions.
+    export KEEL_REDIS__KEY_PREFIX="$namespace:"
     if [[ -n "$mgmt_url" ]]; then export KEEL_AMQP_MANAGEMENT__URL="$mgmt_url"; fi
     export KEEL_HTTP__HOST="${KEEL_HTTP__HOST:-127.0.0.1}"
     export KEEL_UPSTREAMS__AUTH_URL="http://127.0.0.1:$auth_port"
