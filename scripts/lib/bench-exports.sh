@@ -5,7 +5,7 @@
 # to CSV by the `worker` (release build, default [exports] settings, a local
 # storage directory under the bench's temp folder), next to psql's
 # `\copy (SELECT ...) TO 'file' CSV HEADER` of the same query in the same
-# run. The SELECT below is the one keel_store::exports::rows::select builds
+# run. The SELECT below is the one keel_commerce::exports::rows::select builds
 # for an admin's unfiltered CSV export (every order, oldest first,
 # timestamps as RFC 3339 UTC): keep the two in step.
 # - Worker rows/s: rows_written / (finished_at - started_at) of the export

@@ -12,14 +12,14 @@
 //!   (committed under `proto/openapi/`).
 //! - [`orders`]: `/api/v1/orders` — create, list, get (read-through cache
 //!   with cross-instance invalidation, ETags), status changes, cancel;
-//!   `Idempotency-Key` on create. The domain and queries live in `keel_store`.
+//!   `Idempotency-Key` on create. The domain and queries live in `keel_commerce`.
 //! - [`webhooks`]: `POST /webhooks/{source}` — inbound webhooks verified
 //!   over the raw body and captured with their job in one transaction; the
 //!   schemes and storage live in `keel_webhooks`.
 //! - [`exports`]: `/api/v1/exports` — request an export (queued with its
 //!   job), read it with a freshly signed `download_url`, list, download the
 //!   file streamed from object storage; the domain lives in
-//!   `keel_store::exports`, the worker builds the files.
+//!   `keel_commerce::exports`, the worker builds the files.
 //! - [`events`]: `GET /api/v1/events` — the caller's export outcomes as
 //!   Server-Sent Events, fed by this instance's own queue on the events
 //!   exchange, resumable with `Last-Event-ID`.

@@ -50,8 +50,8 @@ pub enum StartupError {
 pub fn migrations() -> [&'static MigrationSet; 5] {
     [
         &keel_outbox::MIGRATIONS,
-        &keel_store::MIGRATIONS,
-        &keel_store::exports::MIGRATIONS,
+        &keel_commerce::orders::MIGRATIONS,
+        &keel_commerce::exports::MIGRATIONS,
         &keel_webhooks::MIGRATIONS,
         &keel_dead_letters::MIGRATIONS,
     ]

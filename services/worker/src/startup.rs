@@ -28,7 +28,7 @@ pub enum StartupError {
     #[error("cannot build the Shopify API client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot open the export storage: {0}")]
-    Storage(#[from] keel_storage::Error),
+    Storage(#[from] keel_files::Error),
     #[error("cannot bind the HTTP listener: {0}")]
     Bind(#[source] std::io::Error),
     #[error(transparent)]
@@ -40,10 +40,10 @@ pub enum StartupError {
 pub fn migrations() -> [&'static MigrationSet; 5] {
     [
         &keel_outbox::MIGRATIONS,
-        &keel_store::MIGRATIONS,
+        &keel_commerce::orders::MIGRATIONS,
         &keel_webhooks::MIGRATIONS,
         &keel_dead_letters::MIGRATIONS,
-        &keel_store::exports::MIGRATIONS,
+        &keel_commerce::exports::MIGRATIONS,
     ]
 }
 

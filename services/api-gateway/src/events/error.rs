@@ -20,7 +20,7 @@ pub enum EventsError {
     #[error("too many open event streams")]
     TooManyStreams { retry_after_secs: u64 },
     #[error("the export store is unavailable: {0}")]
-    Unavailable(#[source] keel_store::exports::Error),
+    Unavailable(#[source] keel_commerce::exports::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -49,8 +49,8 @@ impl EventsError {
     }
 }
 
-impl From<keel_store::exports::Error> for EventsError {
-    fn from(error: keel_store::exports::Error) -> Self {
+impl From<keel_commerce::exports::Error> for EventsError {
+    fn from(error: keel_commerce::exports::Error) -> Self {
         if error.is_unavailable() {
             EventsError::Unavailable(error)
         } else {

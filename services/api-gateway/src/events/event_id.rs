@@ -3,7 +3,7 @@
 //! `<finished_at as microseconds since the Unix epoch>-<export id>`, e.g.
 //! `1763780000123456-0192f0c4-...`. Both parts come from the export's row,
 //! so a reconnecting client's `Last-Event-ID` is a position PostgreSQL can
-//! answer from (`keel_store::exports::finished_since`): the stream replays
+//! answer from (`keel_commerce::exports::finished_since`): the stream replays
 //! what finished after it, whichever instance the client reconnects to.
 //! Ids order by `(finished_at, export id)`, which is also the replay order;
 //! the export id breaks ties between exports finished in the same

@@ -21,9 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
+use keel_commerce::exports::{self, Export, ExportStatus};
+use keel_commerce::orders::domain::Scope;
 use keel_db::Pool;
-use keel_store::domain::Scope;
-use keel_store::exports::{self, Export, ExportStatus};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -85,7 +85,7 @@ impl ExportRenderer {
         Self(Arc::new(render))
     }
 
-    /// The stored export as `keel_store` serialises it (no `download_url`).
+    /// The stored export as `keel_commerce` serialises it (no `download_url`).
     pub fn stored() -> Self {
         Self::new(serde_json::to_string)
     }

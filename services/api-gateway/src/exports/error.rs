@@ -6,9 +6,9 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
+use keel_commerce::exports::ExportStatus;
+use keel_commerce::orders::domain::Invalid;
 use keel_http::{FieldError, Problem};
-use keel_store::domain::Invalid;
-use keel_store::exports::ExportStatus;
 
 use crate::exports::signing::LinkRefused;
 
@@ -101,14 +101,11 @@ impl ExportsError {
     }
 }
 
-impl From<keel_store::exports::Error> for ExportsError {
-    fn from(error: keel_store::exports::Error) -> Self {
-        use keel_store::exports::Error;
+impl From<keel_commerce::exports::Error> for ExportsError {
+    fn from(error: keel_commerce::exports::Error) -> Self {
+        use keel_commerce::exports::Error;
         match error {
             Error::NotFound => ExportsError::NotFound,
-            Error::InvalidCursor => {
-                ExportsError::invalid("cursor", "is not a cursor this API issued")
-            }
             e if e.is_unavailable() => ExportsError::Unavailable(e.to_string()),
             e => ExportsError::Unexpected(e.into()),
         }
@@ -117,16 +114,16 @@ impl From<keel_store::exports::Error> for ExportsError {
 
 impl From<keel_db::Error> for ExportsError {
     fn from(error: keel_db::Error) -> Self {
-        keel_store::exports::Error::from(error).into()
+        keel_commerce::exports::Error::from(error).into()
     }
 }
 
-impl From<keel_storage::Error> for ExportsError {
-    fn from(error: keel_storage::Error) -> Self {
+impl From<keel_files::Error> for ExportsError {
+    fn from(error: keel_files::Error) -> Self {
         match error {
             // The row says succeeded but the file is gone: retention got
             // there first.
-            keel_storage::Error::NotFound { .. } => ExportsError::Expired,
+            keel_files::Error::NotFound { .. } => ExportsError::Expired,
             e => ExportsError::Unavailable(e.to_string()),
         }
     }

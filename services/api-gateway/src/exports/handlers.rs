@@ -1,13 +1,13 @@
 //! HTTP handlers of `/api/v1/exports`: validate at the edge, call
-//! `keel_store::exports`, mint signed links, stream files from storage.
+//! `keel_commerce::exports`, mint signed links, stream files from storage.
 
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use futures::TryStreamExt;
+use keel_commerce::exports::{self, Export, ExportStatus, NewExport, RawNewExport};
+use keel_commerce::orders::domain::Scope;
 use keel_db::page::{Page, PageRequest};
-use keel_store::domain::Scope;
-use keel_store::exports::{self, Export, ExportStatus, NewExport, RawNewExport};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -77,7 +77,7 @@ impl Exports {
 #[utoipa::path(post, path = "/api/v1/exports", tag = "exports", operation_id = "create_export",
     summary = "Requests an export; the worker builds the file in the background.",
     security(("bearer" = [])),
-    request_body = keel_store::exports::RawNewExport,
+    request_body = keel_commerce::exports::RawNewExport,
     responses(
         (status = 202, description = "Queued; `Location` names the export", body = ExportView<'static>,
             headers(("Location" = String))),
@@ -174,7 +174,7 @@ pub async fn list(
         .map_err(|e| ExportsError::invalid("query", e.to_string()))?;
     let mut errors = Vec::new();
     let page = PageRequest::parse(raw.limit.as_deref(), raw.cursor.as_deref(), |name, m| {
-        errors.push(keel_store::domain::Invalid::new(name, m))
+        errors.push(keel_commerce::orders::domain::Invalid::new(name, m))
     });
     if !errors.is_empty() {
         return Err(ExportsError::Validation(errors));

@@ -8,7 +8,7 @@
 //! - [`error`]: [`error::ExportsError`], the area's answers as problems.
 //! - [`settings`]: the `[exports]` section.
 //!
-//! The domain and queries live in `keel_store::exports`; the worker builds
+//! The domain and queries live in `keel_commerce::exports`; the worker builds
 //! the files. Design: `docs/adr/0012-exports.md`.
 
 pub mod error;
@@ -22,8 +22,8 @@ use std::time::Duration;
 use actix_web::web;
 use keel_config::Environment;
 use keel_db::Pool;
+use keel_files::Storage;
 use keel_http::Problem;
-use keel_storage::Storage;
 
 use crate::exports::settings::{DEVELOPMENT_DOWNLOAD_SECRET, ExportsSettings};
 use crate::exports::signing::LinkSigner;

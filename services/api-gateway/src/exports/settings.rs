@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keel_config::{Environment, Invalid};
-use keel_storage::StorageSettings;
+use keel_files::StorageSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use keel_commerce::orders::domain::Order;
 use keel_dead_letters::DeadLetter;
-use keel_store::domain::Order;
 use keel_webhooks::admin::EventSummary;
 
 use crate::exports::handlers::ExportView;

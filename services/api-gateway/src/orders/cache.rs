@@ -36,8 +36,8 @@ use tokio::sync::oneshot;
 
 use actix_web::web::Bytes;
 use keel_cache::Redis;
+use keel_commerce::orders::domain::{Order, Scope};
 use keel_db::Pool;
-use keel_store::domain::{Order, Scope};
 use moka::sync::Cache;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -205,7 +205,7 @@ impl std::fmt::Debug for OrderCache {
 }
 
 /// Why a lookup could not be answered.
-pub type LookupError = keel_store::Error;
+pub type LookupError = keel_commerce::orders::Error;
 
 impl OrderCache {
     pub fn new(redis: Redis, settings: &OrdersSettings, metrics: CacheMetrics) -> Self {
@@ -289,14 +289,15 @@ impl OrderCache {
         }
 
         let client = pool.get().await.map_err(keel_db::Error::from)?;
-        let order = match keel_store::orders::get(&client, id, Scope::All).await {
+        let order = match keel_commerce::orders::get(&client, id, Scope::All).await {
             Ok(order) => order,
-            Err(keel_store::Error::NotFound) => return Ok(None),
+            Err(keel_commerce::orders::Error::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
         drop(client);
         let cached = Arc::new(
-            CachedOrder::new(order).map_err(|e| keel_store::Error::Corrupt(e.to_string()))?,
+            CachedOrder::new(order)
+                .map_err(|e| keel_commerce::orders::Error::Corrupt(e.to_string()))?,
         );
         if !redis_suspect && let Err(e) = self.redis_set(&cached).await {
             inner.metrics.redis_error.inc();
@@ -530,9 +531,9 @@ impl OrderCache {
 
     async fn refresh_redis(&self, pool: &Pool, id: Uuid) -> Result<(), anyhow::Error> {
         let client = pool.get().await.map_err(keel_db::Error::from)?;
-        let order = match keel_store::orders::get(&client, id, Scope::All).await {
+        let order = match keel_commerce::orders::get(&client, id, Scope::All).await {
             Ok(order) => order,
-            Err(keel_store::Error::NotFound) => {
+            Err(keel_commerce::orders::Error::NotFound) => {
                 drop(client);
                 let mut conn = self.inner.redis.connection().await?;
                 let _deleted: i64 = redis::cmd("DEL")

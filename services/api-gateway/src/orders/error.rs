@@ -1,11 +1,11 @@
 //! The orders area's API errors: one variant per answer, each with a stable
-//! problem `type`, and every database failure mapped in [`From<keel_store::Error>`].
+//! problem `type`, and every database failure mapped in [`From<keel_commerce::orders::Error>`].
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
+use keel_commerce::orders::domain::{ForbiddenTransition, IllegalTransition, Invalid};
 use keel_http::{FieldError, Problem};
-use keel_store::domain::{ForbiddenTransition, IllegalTransition, Invalid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrdersError {
@@ -26,7 +26,7 @@ pub enum OrdersError {
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
     #[error("the database is unavailable: {0}")]
-    Unavailable(#[source] keel_store::Error),
+    Unavailable(#[source] keel_commerce::orders::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -93,16 +93,15 @@ impl OrdersError {
     }
 }
 
-impl From<keel_store::Error> for OrdersError {
-    fn from(error: keel_store::Error) -> Self {
+impl From<keel_commerce::orders::Error> for OrdersError {
+    fn from(error: keel_commerce::orders::Error) -> Self {
         match error {
-            keel_store::Error::NotFound => OrdersError::NotFound,
-            keel_store::Error::IllegalTransition(t) => OrdersError::IllegalTransition(t),
-            keel_store::Error::ForbiddenTransition(t) => OrdersError::ForbiddenTransition(t),
-            keel_store::Error::DuplicateExternalId => OrdersError::DuplicateExternalId,
-            keel_store::Error::InvalidCursor => {
-                OrdersError::invalid("cursor", "is not a cursor this API issued")
+            keel_commerce::orders::Error::NotFound => OrdersError::NotFound,
+            keel_commerce::orders::Error::IllegalTransition(t) => OrdersError::IllegalTransition(t),
+            keel_commerce::orders::Error::ForbiddenTransition(t) => {
+                OrdersError::ForbiddenTransition(t)
             }
+            keel_commerce::orders::Error::DuplicateExternalId => OrdersError::DuplicateExternalId,
             e if e.is_unavailable() => OrdersError::Unavailable(e),
             e => OrdersError::Unexpected(e.into()),
         }
@@ -111,7 +110,7 @@ impl From<keel_store::Error> for OrdersError {
 
 impl From<keel_db::Error> for OrdersError {
     fn from(error: keel_db::Error) -> Self {
-        keel_store::Error::from(error).into()
+        keel_commerce::orders::Error::from(error).into()
     }
 }
 

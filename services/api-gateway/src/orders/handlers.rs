@@ -1,5 +1,5 @@
 //! HTTP handlers of `/api/v1/orders`: parse and validate at the edge, call
-//! `keel_store`, keep the cache coherent, render.
+//! `keel_commerce`, keep the cache coherent, render.
 
 use std::sync::Arc;
 
@@ -7,10 +7,10 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use keel_commerce::orders::domain::{Invalid, NewOrder, OrderStatus, RawNewOrder, Scope, Source};
+use keel_commerce::orders::idempotency::{self, Fingerprint, Key, NextAction, StoredResponse};
+use keel_commerce::orders::{self, ListQuery};
 use keel_db::page::PageRequest;
-use keel_store::domain::{Invalid, NewOrder, OrderStatus, RawNewOrder, Scope, Source};
-use keel_store::idempotency::{self, Fingerprint, Key, NextAction, StoredResponse};
-use keel_store::orders::{self, ListQuery};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -52,7 +52,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, OrdersError> {
 }
 
 /// `POST /orders`. With an `Idempotency-Key`, the key is claimed in the
-/// order's own transaction (see `keel_store::idempotency`): a retry replays
+/// order's own transaction (see `keel_commerce::orders::idempotency`): a retry replays
 /// the stored response, a concurrent duplicate waits for the first and then
 /// replays it, and another body under the key is refused.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", operation_id = "create_order",
@@ -60,9 +60,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, OrdersError> {
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Retries with the same key (per user, 24 h) get the first response; another body under it → 422.")),
-    request_body = keel_store::domain::RawNewOrder,
+    request_body = keel_commerce::orders::domain::RawNewOrder,
     responses(
-        (status = 201, description = "The order; `Location` names it", body = keel_store::domain::Order,
+        (status = 201, description = "The order; `Location` names it", body = keel_commerce::orders::domain::Order,
             headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
         (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
@@ -139,7 +139,7 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path), ("If-None-Match" = Option<String>, Header)),
     responses(
-        (status = 200, description = "The order", body = keel_store::domain::Order, headers(("ETag" = String))),
+        (status = 200, description = "The order", body = keel_commerce::orders::domain::Order, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the ETag given"),
         (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
         (status = 404, description = "No such order (or not yours)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
@@ -248,7 +248,7 @@ fn serde_urlencoded_query(query: &str) -> Result<RawListParams, OrdersError> {
     summary = "The caller's orders (an admin's: everyone's), newest first.",
     security(("bearer" = [])),
     params(
-        ("status" = Option<keel_store::domain::OrderStatus>, Query),
+        ("status" = Option<keel_commerce::orders::domain::OrderStatus>, Query),
         ("created_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Inclusive, RFC 3339."),
         ("created_before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Exclusive, RFC 3339."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Default 50."),
@@ -301,7 +301,7 @@ pub struct StatusChange {
     params(("id" = uuid::Uuid, Path)),
     request_body = StatusChange,
     responses(
-        (status = 200, description = "The changed order", body = keel_store::domain::Order, headers(("ETag" = String))),
+        (status = 200, description = "The changed order", body = keel_commerce::orders::domain::Order, headers(("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
         (status = 401, description = "Not authenticated", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
         (status = 403, description = "A status a customer may not set: anything but `cancelled`, or cancelling a paid order", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),

@@ -1,7 +1,7 @@
 //! The orders area: `/api/v1/orders`.
 //!
 //! # Layout
-//! - [`handlers`]: the five endpoints, thin over `keel_store` (domain,
+//! - [`handlers`]: the five endpoints, thin over `keel_commerce` (domain,
 //!   queries, idempotency records) and the cache.
 //! - [`cache`]: the read-through cache for `GET /orders/{id}` (in-process →
 //!   Redis → PostgreSQL) and its hit/miss metrics.
@@ -138,7 +138,9 @@ async fn prune_idempotency_keys(pool: Pool, shutdown: CancellationToken) {
         }
         loop {
             let pruned = match pool.get().await {
-                Ok(client) => keel_store::idempotency::prune_expired(&client, PRUNE_BATCH).await,
+                Ok(client) => {
+                    keel_commerce::orders::idempotency::prune_expired(&client, PRUNE_BATCH).await
+                }
                 Err(e) => Err(keel_db::Error::from(e).into()),
             };
             match pruned {

@@ -1,6 +1,6 @@
 //! `GET /api/v1/events` through the real gateway: real access tokens, the
 //! edge middleware, the events area as wired in `startup.rs`. Export
-//! outcomes are written as the worker writes them (`keel_store::exports`:
+//! outcomes are written as the worker writes them (`keel_commerce::exports`:
 //! the final status and its event in one transaction) and reach the
 //! stream through the outbox relay, `{ns}.events` and this gateway's own
 //! queue.
@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use keel_commerce::exports::{self, NewExport, RawNewExport, Start, Written};
 use keel_contracts::events::ExportCompleted;
 use keel_contracts::{DomainEvent, Envelope};
-use keel_store::exports::{self, NewExport, RawNewExport, Start, Written};
 use serde_json::Value;
 use uuid::Uuid;
 

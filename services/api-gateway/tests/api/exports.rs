@@ -3,14 +3,14 @@
 //! before success, downloads by token and by signed link (tampered or
 //! expired → 403), expiry. The worker's part (building files) is proven in
 //! `services/worker/tests/exports`; here a finished file is stored through
-//! the same `keel_storage` and recorded with `keel_store::exports`, as the
+//! the same `keel_files` and recorded with `keel_commerce::exports`, as the
 //! worker does.
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use keel_storage::{Storage, StorageSettings};
-use keel_store::exports::{self, Written};
+use keel_commerce::exports::{self, Written};
+use keel_files::{Storage, StorageSettings};
 use keel_token::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -10,14 +10,14 @@
 
 use std::time::Duration;
 
-use keel_contracts::events::OrderUpdated;
-use keel_contracts::{DomainEvent, Envelope};
-use keel_messaging::Publisher;
-use keel_store::domain::{
+use keel_commerce::orders;
+use keel_commerce::orders::domain::{
     Currency, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, Order, Quantity, Sku, Source,
     TotalCents, UnitPriceCents,
 };
-use keel_store::orders;
+use keel_contracts::events::OrderUpdated;
+use keel_contracts::{DomainEvent, Envelope};
+use keel_messaging::Publisher;
 use keel_testkit::proxy::TcpProxy;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use flate2::write::GzEncoder;
 use futures::StreamExt;
+use keel_commerce::exports::{Compression, Export, Written};
 use keel_db::{Client, Pool};
-use keel_storage::{ObjectWriter, Storage};
-use keel_store::exports::{Compression, Export, Written};
+use keel_files::{ObjectWriter, Storage};
 use sha2::{Digest, Sha256};
 
 use crate::exports::rows::RowCounter;
@@ -25,7 +25,7 @@ pub enum BuildError {
     #[error("reading the rows failed: {0}")]
     Database(#[from] keel_db::Error),
     #[error("writing the file failed: {0}")]
-    Storage(#[from] keel_storage::Error),
+    Storage(#[from] keel_files::Error),
     #[error("compressing the file failed: {0}")]
     Compression(#[source] std::io::Error),
 }
@@ -106,7 +106,7 @@ async fn copy_into(
     ))
     .await?;
     let stream = tx
-        .copy_out(&keel_store::exports::rows::copy_statement(export))
+        .copy_out(&keel_commerce::exports::rows::copy_statement(export))
         .await?;
     let mut stream = std::pin::pin!(stream);
     let mut counter = RowCounter::new(export.format);
@@ -136,7 +136,7 @@ async fn copy_into(
 /// visible to anyone until it ends); a failed update is only logged.
 async fn report_progress(pool: &Pool, export: &Export, rows: i64) {
     let updated = match pool.get().await {
-        Ok(client) => keel_store::exports::progress(&client, export.id, rows)
+        Ok(client) => keel_commerce::exports::progress(&client, export.id, rows)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

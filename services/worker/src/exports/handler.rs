@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use keel_commerce::exports::{self, Start};
 use keel_contracts::{Envelope, Job};
 use keel_db::Pool;
+use keel_files::Storage;
 use keel_messaging::{Handler, HandlerError, Incoming};
-use keel_storage::Storage;
-use keel_store::exports::{self, Start};
 use uuid::Uuid;
 
 use crate::exports::file::{self, BuildOptions};

@@ -6,7 +6,7 @@
 //!   export (a finished one is never rebuilt), build its file, record
 //!   success or, on the last attempt, failure (each with its event).
 //! - [`file`]: `COPY ... TO STDOUT` streamed through a row counter, gzip
-//!   and SHA-256 into object storage (`keel_storage`).
+//!   and SHA-256 into object storage (`keel_files`).
 //! - [`rows`]: [`rows::RowCounter`], quote-aware record counting.
 //! - [`retention`]: the sweep that deletes expired files and marks their
 //!   exports `expired`.
@@ -21,7 +21,7 @@ pub mod rows;
 pub mod settings;
 
 use keel_db::Pool;
-use keel_storage::Storage;
+use keel_files::Storage;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::ExportHandler;
@@ -40,7 +40,7 @@ pub struct Exports {
 
 impl Exports {
     /// Opens the storage (a local root is created when missing).
-    pub fn build(pool: Pool, settings: &ExportsSettings) -> Result<Self, keel_storage::Error> {
+    pub fn build(pool: Pool, settings: &ExportsSettings) -> Result<Self, keel_files::Error> {
         Ok(Self {
             pool,
             storage: Storage::new(&settings.storage)?,

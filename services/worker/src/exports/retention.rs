@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use keel_db::Pool;
-use keel_storage::Storage;
+use keel_files::Storage;
 use tokio_util::sync::CancellationToken;
 
 /// Exports handled per query; the sweep repeats until none are left.
@@ -14,9 +14,9 @@ const BATCH: i64 = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error(transparent)]
-    Store(#[from] keel_store::exports::Error),
+    Store(#[from] keel_commerce::exports::Error),
     #[error(transparent)]
-    Storage(#[from] keel_storage::Error),
+    Storage(#[from] keel_files::Error),
     #[error(transparent)]
     Pool(#[from] keel_db::Error),
 }
@@ -31,10 +31,10 @@ pub async fn sweep_once(pool: &Pool, storage: &Storage) -> Result<usize, SweepEr
     let client = pool.get().await.map_err(keel_db::Error::from)?;
     let mut expired = 0;
     loop {
-        let due = keel_store::exports::expiring(&client, Utc::now(), BATCH).await?;
+        let due = keel_commerce::exports::expiring(&client, Utc::now(), BATCH).await?;
         for export in &due {
             storage.delete(&export.object_key).await?;
-            if keel_store::exports::mark_expired(&client, export.id).await? {
+            if keel_commerce::exports::mark_expired(&client, export.id).await? {
                 expired += 1;
             }
         }

@@ -1,6 +1,6 @@
 //! Counting the rows of a file while it streams past.
 
-use keel_store::exports::Format;
+use keel_commerce::exports::Format;
 
 /// Counts records in CSV or NDJSON bytes fed in arbitrary chunks.
 ///

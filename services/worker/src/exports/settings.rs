@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keel_config::Invalid;
-use keel_storage::StorageSettings;
+use keel_files::StorageSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

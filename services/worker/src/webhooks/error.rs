@@ -24,10 +24,10 @@ pub enum ProcessingError {
     Payment {
         order_id: Uuid,
         #[source]
-        source: keel_store::Error,
+        source: keel_commerce::orders::Error,
     },
     #[error(transparent)]
-    Store(#[from] keel_store::Error),
+    Store(#[from] keel_commerce::orders::Error),
     #[error(transparent)]
     Event(#[from] ProcessError),
     #[error(transparent)]
@@ -35,7 +35,7 @@ pub enum ProcessingError {
 }
 
 impl ProcessingError {
-    pub fn paying(order_id: Uuid, source: keel_store::Error) -> Self {
+    pub fn paying(order_id: Uuid, source: keel_commerce::orders::Error) -> Self {
         ProcessingError::Payment { order_id, source }
     }
 
@@ -60,13 +60,15 @@ impl ProcessingError {
     }
 }
 
-fn store_is_transient(error: &keel_store::Error) -> bool {
+fn store_is_transient(error: &keel_commerce::orders::Error) -> bool {
     match error {
-        keel_store::Error::Database(e) => database_is_transient(e),
-        keel_store::Error::Outbox(keel_outbox::Error::Database(e)) => database_is_transient(e),
+        keel_commerce::orders::Error::Database(e) => database_is_transient(e),
+        keel_commerce::orders::Error::Outbox(keel_outbox::Error::Database(e)) => {
+            database_is_transient(e)
+        }
         // Another event about the same order inserted it first; the next
         // attempt updates it.
-        keel_store::Error::DuplicateExternalId => true,
+        keel_commerce::orders::Error::DuplicateExternalId => true,
         _ => false,
     }
 }

@@ -46,12 +46,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use keel_commerce::orders::domain::{ExternalOrder, FulfillmentStatus, Order};
+use keel_commerce::orders::{self, Applied, Change};
 use keel_contracts::{Envelope, Job};
 use keel_db::Pool;
 use keel_messaging::{Handler, HandlerError, Incoming};
 use keel_outbox::RelayWaker;
-use keel_store::domain::{ExternalOrder, FulfillmentStatus, Order};
-use keel_store::orders::{self, Applied, Change};
 use keel_webhooks::Scheme;
 use keel_webhooks::process::{self, Outcome, StoredEvent};
 use prometheus_client::encoding::EncodeLabelSet;

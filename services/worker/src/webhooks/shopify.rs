@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use keel_store::domain::{
+use keel_commerce::orders::domain::{
     Currency, Email, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, Quantity, Sku, Source,
     TotalCents, UnitPriceCents,
 };

@@ -14,9 +14,9 @@
 //! minor units, which differ from ISO 4217's for a few currencies (ISK is
 //! two-decimal at Stripe, MGA zero-decimal); both are brought to Keel's
 //! before the order's total is compared
-//! ([`keel_store::orders::mark_paid`]).
+//! ([`keel_commerce::orders::mark_paid`]).
 
-use keel_store::domain::{Currency, Payment};
+use keel_commerce::orders::domain::{Currency, Payment};
 use serde::Deserialize;
 use uuid::Uuid;
 

@@ -2,8 +2,8 @@
 //! returns: every row, every field, the totals; size and SHA-256 match.
 
 use chrono::{DateTime, Utc};
-use keel_store::domain::OrderStatus;
-use keel_store::exports::{Compression, ExportFilter, Format};
+use keel_commerce::exports::{Compression, ExportFilter, Format};
+use keel_commerce::orders::domain::OrderStatus;
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use tokio_postgres::types::ToSql;
@@ -77,7 +77,7 @@ fn parse_csv(file: &[u8]) -> Vec<Row> {
         .iter()
         .map(str::to_owned)
         .collect();
-    assert_eq!(header, keel_store::exports::rows::ORDER_COLUMNS);
+    assert_eq!(header, keel_commerce::exports::rows::ORDER_COLUMNS);
     let optional = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     reader
         .records()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel_store::exports::{ExportStatus, Format};
+use keel_commerce::exports::{ExportStatus, Format};
 use keel_testkit::broker::TestBroker;
 use uuid::Uuid;
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use keel_store::exports::Format;
+use keel_commerce::exports::Format;
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use uuid::Uuid;

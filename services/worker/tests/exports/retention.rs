@@ -1,6 +1,6 @@
 //! Retention: an expired export loses its file and becomes `expired`.
 
-use keel_store::exports::{ExportStatus, Format};
+use keel_commerce::exports::{ExportStatus, Format};
 use keel_testkit::broker::TestBroker;
 use uuid::Uuid;
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use keel_storage::{Storage, StorageSettings};
-use keel_store::exports::{self, Export, ExportStatus, NewExport};
+use keel_commerce::exports::{self, Export, ExportStatus, NewExport};
+use keel_files::{Storage, StorageSettings};
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ pub fn new_export(user: Uuid, format: exports::Format) -> NewExport {
 
 pub async fn export(db: &TestDatabase, id: Uuid) -> Export {
     let client = db.pool().get().await.unwrap();
-    exports::get(&client, id, keel_store::domain::Scope::All)
+    exports::get(&client, id, keel_commerce::orders::domain::Scope::All)
         .await
         .unwrap()
 }

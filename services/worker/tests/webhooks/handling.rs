@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel_store::domain::{OrderStatus, Scope};
+use keel_commerce::orders::domain::{OrderStatus, Scope};
 use keel_testkit::broker::TestBroker;
 use worker::webhooks::error::ProcessingError;
 use worker::webhooks::shopify::ShopifyApi;
@@ -51,7 +51,7 @@ async fn a_shopify_order_becomes_an_order_with_the_fulfilment_status_its_api_rep
         .await
         .expect("order stored");
     let client = db.pool().get().await.unwrap();
-    let order = keel_store::orders::get(&client, id, Scope::All)
+    let order = keel_commerce::orders::get(&client, id, Scope::All)
         .await
         .unwrap();
     assert_eq!(order.source, "webhook:shopify");
@@ -100,7 +100,7 @@ async fn orders_updated_changes_the_order_and_an_identical_update_changes_nothin
 
     let id = order_id_for(&db, 42).await.unwrap();
     let client = db.pool().get().await.unwrap();
-    let order = keel_store::orders::get(&client, id, Scope::All)
+    let order = keel_commerce::orders::get(&client, id, Scope::All)
         .await
         .unwrap();
     assert_eq!(order.total_cents, 30_000);
@@ -139,7 +139,7 @@ async fn a_stripe_payment_marks_the_referenced_order_paid_once() {
     assert_eq!(handler.process(again).await.unwrap(), JobEnd::Processed);
 
     let client = db.pool().get().await.unwrap();
-    let order = keel_store::orders::get(&client, order_id, Scope::All)
+    let order = keel_commerce::orders::get(&client, order_id, Scope::All)
         .await
         .unwrap();
     assert_eq!(order.status, OrderStatus::Paid);
@@ -267,7 +267,7 @@ async fn a_short_retry_after_is_waited_out_in_the_job() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     let id = order_id_for(&db, 429).await.unwrap();
     let client = db.pool().get().await.unwrap();
-    let order = keel_store::orders::get(&client, id, Scope::All)
+    let order = keel_commerce::orders::get(&client, id, Scope::All)
         .await
         .unwrap();
     assert_eq!(order.fulfillment_status.as_deref(), Some("fulfilled"));

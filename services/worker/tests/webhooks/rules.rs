@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keel_store::domain::{OrderStatus, Scope};
+use keel_commerce::orders::domain::{OrderStatus, Scope};
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use uuid::Uuid;
@@ -47,7 +47,7 @@ fn payment(order_id: Uuid, amount_received: i64, currency: &str) -> Vec<u8> {
 
 async fn stored_status(db: &TestDatabase, id: Uuid) -> OrderStatus {
     let client = db.pool().get().await.unwrap();
-    keel_store::orders::get(&client, id, Scope::All)
+    keel_commerce::orders::get(&client, id, Scope::All)
         .await
         .unwrap()
         .status
@@ -127,7 +127,7 @@ async fn a_payment_of_another_amount_or_currency_fails_its_event_with_a_readable
 async fn stored(db: &TestDatabase, id: u64) -> (i64, Option<String>) {
     let order_id = order_id_for(db, id).await.unwrap();
     let client = db.pool().get().await.unwrap();
-    let order = keel_store::orders::get(&client, order_id, Scope::All)
+    let order = keel_commerce::orders::get(&client, order_id, Scope::All)
         .await
         .unwrap();
     (order.total_cents, order.customer_email)

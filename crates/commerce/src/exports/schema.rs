@@ -4,7 +4,7 @@
 use keel_db::{Migration, MigrationSet};
 
 /// Apply with `keel_db::migrate` after `keel_outbox::MIGRATIONS` and
-/// `keel_store::MIGRATIONS` (the gateway and the worker both do).
+/// `keel_commerce::orders::MIGRATIONS` (the gateway and the worker both do).
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: "exports",
     migrations: &[Migration {

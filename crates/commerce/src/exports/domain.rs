@@ -5,7 +5,7 @@ use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Invalid, OrderStatus};
+use crate::orders::domain::{Invalid, OrderStatus};
 
 /// Where an export is in its life.
 ///
@@ -408,10 +408,10 @@ impl Export {
     }
 
     /// Who may see this export: its owner, or an admin.
-    pub fn visible_to(&self, scope: crate::domain::Scope) -> bool {
+    pub fn visible_to(&self, scope: crate::orders::domain::Scope) -> bool {
         match scope {
-            crate::domain::Scope::All => true,
-            crate::domain::Scope::User(user) => self.user_id == user,
+            crate::orders::domain::Scope::All => true,
+            crate::orders::domain::Scope::User(user) => self.user_id == user,
         }
     }
 }

@@ -10,11 +10,11 @@ use keel_outbox::OutboxRow;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::domain::{
+use super::domain::{
     ExternalOrder, FulfillmentStatus, NewItem, NewOrder, Order, OrderItem, OrderStatus, Payment,
     Scope,
 };
-use crate::{Error, Result};
+use super::{Error, Result};
 
 /// The order columns plus its items as one JSON array, so a page of orders
 /// is one round trip (the items sub-select runs per row on the primary key).

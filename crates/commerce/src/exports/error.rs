@@ -13,8 +13,6 @@ pub enum Error {
     TooManyActive { limit: u32 },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
-    #[error("the cursor is not one this API issued")]
-    InvalidCursor,
     #[error(transparent)]
     Database(#[from] keel_db::Error),
     #[error("writing the export's message failed: {0}")]

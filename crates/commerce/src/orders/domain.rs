@@ -359,7 +359,7 @@ pub struct NewOrder {
 /// An order as a third party (a webhook source) describes it: validated,
 /// keyed by the sender's own id, with the sender's total (Shopify's
 /// `total_price` includes tax, shipping and discounts, so it is not the sum
-/// of the lines). Applied with [`crate::orders::upsert_external`].
+/// of the lines). Applied with [`super::queries::upsert_external`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalOrder {
     /// `webhook:<source name>`.
@@ -373,7 +373,7 @@ pub struct ExternalOrder {
 
 /// A payment a provider confirmed: what it collected, in minor units of
 /// `currency` as Keel counts them (the exponent of ISO 4217). Marks an
-/// order paid only when both match the order ([`crate::orders::mark_paid`]).
+/// order paid only when both match the order ([`super::queries::mark_paid`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
     pub amount_cents: i64,

@@ -4,17 +4,17 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, Utc};
-use keel_store::domain::{
+use keel_commerce::orders::domain::{
     Currency, ExternalId, ExternalOrder, FulfillmentStatus, NewItem, OrderStatus, Payment,
     Quantity, Scope, Sku, Source, TotalCents, UnitPriceCents,
 };
-use keel_store::orders::{self, Change};
+use keel_commerce::orders::{self, Change};
 use keel_testkit::database::TestDatabase;
 
 async fn database() -> TestDatabase {
     TestDatabase::create(
         "store",
-        &[&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS],
+        &[&keel_outbox::MIGRATIONS, &keel_commerce::orders::MIGRATIONS],
     )
     .await
 }
@@ -141,7 +141,10 @@ async fn payment_and_fulfilment_change_an_order_once_and_refuse_what_cannot_appl
 
     let tx = client.transaction().await.unwrap();
     let missing = orders::mark_paid(&tx, uuid::Uuid::now_v7(), &usd(1)).await;
-    assert!(matches!(missing, Err(keel_store::Error::NotFound)));
+    assert!(matches!(
+        missing,
+        Err(keel_commerce::orders::Error::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -159,7 +162,10 @@ async fn a_cancelled_order_cannot_be_paid() {
 
     let tx = client.transaction().await.unwrap();
     let paid = orders::mark_paid(&tx, id, &usd(100)).await;
-    assert!(matches!(paid, Err(keel_store::Error::IllegalTransition(_))));
+    assert!(matches!(
+        paid,
+        Err(keel_commerce::orders::Error::IllegalTransition(_))
+    ));
 }
 
 #[tokio::test]
@@ -191,7 +197,7 @@ async fn a_payment_of_another_amount_or_currency_is_refused_and_changes_nothing(
         let tx = client.transaction().await.unwrap();
         let error = orders::mark_paid(&tx, id, &payment).await.unwrap_err();
         assert!(
-            matches!(error, keel_store::Error::PaymentMismatch { .. }),
+            matches!(error, keel_commerce::orders::Error::PaymentMismatch { .. }),
             "{error}"
         );
         assert_eq!(error.to_string(), message);

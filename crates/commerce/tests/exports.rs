@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use keel_db::page::PageRequest;
-use keel_store::domain::Scope;
-use keel_store::exports::{
+use keel_commerce::exports::{
     self, Compression, Error, ExportFilter, ExportStatus, Format, NewExport, Resource, Start,
     Written,
 };
+use keel_commerce::orders::domain::Scope;
+use keel_db::page::PageRequest;
 use keel_testkit::database::TestDatabase;
 use uuid::Uuid;
 
@@ -22,8 +22,8 @@ async fn database() -> TestDatabase {
         "store",
         &[
             &keel_outbox::MIGRATIONS,
-            &keel_store::MIGRATIONS,
-            &keel_store::exports::MIGRATIONS,
+            &keel_commerce::orders::MIGRATIONS,
+            &keel_commerce::exports::MIGRATIONS,
         ],
     )
     .await

@@ -12,11 +12,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DateTime;
-use keel_db::page::{Cursor, InvalidCursor};
-use keel_store::domain::{
+use keel_commerce::orders::domain::{
     Currency, Email, ExternalId, FulfillmentStatus, NewOrder, OrderStatus, Quantity, RawItem,
     RawNewOrder, Sku, Source, TotalCents, UnitPriceCents,
 };
+use keel_db::page::{Cursor, InvalidCursor};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use uuid::Uuid;

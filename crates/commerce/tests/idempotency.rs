@@ -2,14 +2,16 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use keel_store::idempotency::{self, Claim, Fingerprint, Key, NextAction, StoredResponse};
+use keel_commerce::orders::idempotency::{
+    self, Claim, Fingerprint, Key, NextAction, StoredResponse,
+};
 use keel_testkit::database::TestDatabase;
 use uuid::Uuid;
 
 async fn database() -> TestDatabase {
     TestDatabase::create(
         "store",
-        &[&keel_outbox::MIGRATIONS, &keel_store::MIGRATIONS],
+        &[&keel_outbox::MIGRATIONS, &keel_commerce::orders::MIGRATIONS],
     )
     .await
 }

@@ -19,7 +19,7 @@ use keel_db::{Client, GenericClient, Transaction};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::Result;
+use super::Result;
 
 /// SHA-256 over method, path and body bytes, with separators so the parts
 /// cannot run into each other.

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use keel_storage::{Error, Storage, StorageSettings};
+use keel_files::{Error, Storage, StorageSettings};
 
 /// A fresh directory per test, removed at the end.
 struct TempRoot(PathBuf);
 
 impl TempRoot {
     fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("keel-storage-{}", uuid::Uuid::new_v4())))
+        Self(std::env::temp_dir().join(format!("keel-files-{}", uuid::Uuid::new_v4())))
     }
 
     fn storage(&self) -> Storage {
@@ -122,7 +122,7 @@ fn keys_that_escape_their_prefix_are_refused() {
 #[test]
 fn s3_settings_are_validated_naming_the_key() {
     let mut settings = StorageSettings::local("/tmp/x");
-    settings.backend = keel_storage::Backend::S3;
+    settings.backend = keel_files::Backend::S3;
     let error = settings.validate_as("exports.storage").unwrap_err();
     assert!(error.to_string().contains("exports.storage.s3"), "{error}");
 
@@ -134,8 +134,8 @@ fn s3_settings_are_validated_naming_the_key() {
 #[test]
 fn an_s3_store_is_configured_without_contacting_it() {
     let mut settings = StorageSettings::local("/unused");
-    settings.backend = keel_storage::Backend::S3;
-    settings.s3 = Some(keel_storage::S3Settings {
+    settings.backend = keel_files::Backend::S3;
+    settings.s3 = Some(keel_files::S3Settings {
         bucket: "keel-exports".into(),
         region: "eu-west-1".into(),
         endpoint: Some("http://127.0.0.1:9".into()),

@@ -1,6 +1,6 @@
-//! The crate's error type.
+//! The orders domain's error type.
 
-use crate::domain::{ForbiddenTransition, IllegalTransition, Payment, TransitionError};
+use super::domain::{ForbiddenTransition, IllegalTransition, Payment, TransitionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,8 +29,6 @@ pub enum Error {
     /// in this source (webhook orders).
     #[error("an order with this external_id already exists")]
     DuplicateExternalId,
-    #[error("the cursor is not one this API issued")]
-    InvalidCursor,
     #[error(transparent)]
     Database(#[from] keel_db::Error),
     #[error("writing the domain event failed: {0}")]

@@ -150,8 +150,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::domain::OrderStatus;
     use crate::exports::domain::{Compression, ExportStatus, Resource};
+    use crate::orders::domain::OrderStatus;
 
     fn export(format: Format, all_orders: bool, filter: ExportFilter) -> Export {
         Export {

@@ -13,11 +13,11 @@ use keel_db::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::domain::Scope;
 use crate::exports::domain::{
     Compression, Export, ExportFilter, ExportStatus, Format, NewExport, Resource,
 };
 use crate::exports::error::{Error, Result};
+use crate::orders::domain::Scope;
 
 const COLUMNS: &str = "id, user_id, all_orders, resource, format, compression, filter, status, \
     rows_written, bytes, sha256, error, object_key, attempts, created_at, started_at, \
