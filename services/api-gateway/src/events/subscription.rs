@@ -22,7 +22,7 @@
 
 use futures::StreamExt;
 use keel_contracts::{DomainEvent, Envelope};
-use keel_messaging::Broker;
+use keel_messaging::{Broker, Session, SessionEnd};
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Consumer};
@@ -71,55 +71,12 @@ impl Subscription {
         self
     }
 
-    /// Runs until `shutdown` is cancelled, reconnecting with the
-    /// `amqp.reconnect` backoff whenever the broker goes away.
+    /// Runs until `shutdown` is cancelled, resubscribing through the
+    /// broker's shared session loop (`amqp.reconnect` backoff, jitter)
+    /// whenever the broker goes away.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
-        loop {
-            let Some(channel) = self.broker.channel_with_retry(&shutdown).await else {
-                return;
-            };
-            match self.session(channel, &shutdown, &mut failures).await {
-                Ok(()) => return,
-                Err(error) => {
-                    failures += 1;
-                    let delay = self.broker.settings().reconnect.delay(failures);
-                    tracing::warn!(
-                        error = %error, ?delay,
-                        "export event subscription lost; resubscribing"
-                    );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// One channel's life: declare, bind, consume until shutdown (`Ok`) or
-    /// until the channel dies (`Err`).
-    async fn session(
-        &self,
-        channel: Channel,
-        shutdown: &CancellationToken,
-        failures: &mut u32,
-    ) -> Result<(), keel_messaging::Error> {
-        let queue = self.queue_name();
-        let mut consumer = self.start(&channel, &queue).await?;
-        *failures = 0;
-        tracing::info!(%queue, "export event subscription ready");
-        // Consuming already: whatever a stream replays from PostgreSQL now
-        // cannot fall between its replay and the live events.
-        self.hub.resync();
-        if let Some(orders) = &self.orders {
-            orders.listening(true);
-        }
-        let ended = self.consume(&channel, &mut consumer, queue, shutdown).await;
-        if let Some(orders) = &self.orders {
-            orders.listening(false);
-        }
-        ended
+        let broker = self.broker.clone();
+        keel_messaging::run_sessions(&broker, &self, &shutdown).await;
     }
 
     async fn consume(
@@ -128,7 +85,7 @@ impl Subscription {
         consumer: &mut Consumer,
         queue: String,
         shutdown: &CancellationToken,
-    ) -> Result<(), keel_messaging::Error> {
+    ) -> SessionEnd {
         loop {
             tokio::select! {
                 biased;
@@ -140,12 +97,12 @@ impl Subscription {
                     {
                         tracing::debug!(error = %error, "closing the event channel failed");
                     }
-                    return Ok(());
+                    return SessionEnd::Stopped;
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => self.dispatch(&delivery.data),
-                    Some(Err(error)) => return Err(error.into()),
-                    None => return Err(keel_messaging::Error::ConsumerCancelled(queue)),
+                    Some(Err(error)) => return SessionEnd::Lost(error.into()),
+                    None => return SessionEnd::Lost(keel_messaging::Error::ConsumerCancelled(queue)),
                 },
             }
         }
@@ -242,6 +199,34 @@ impl Subscription {
             streams,
             "export event fanned out"
         );
+    }
+}
+
+impl Session for Subscription {
+    fn name(&self) -> &str {
+        "gateway event subscription"
+    }
+
+    /// One channel's life: declare, bind, consume until shutdown or until
+    /// the channel dies.
+    async fn run_session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
+        let queue = self.queue_name();
+        let mut consumer = match self.start(&channel, &queue).await {
+            Ok(consumer) => consumer,
+            Err(error) => return SessionEnd::Failed(error.into()),
+        };
+        tracing::info!(%queue, "event subscription ready");
+        // Consuming already: whatever a stream replays from PostgreSQL now
+        // cannot fall between its replay and the live events.
+        self.hub.resync();
+        if let Some(orders) = &self.orders {
+            orders.listening(true);
+        }
+        let ended = self.consume(&channel, &mut consumer, queue, shutdown).await;
+        if let Some(orders) = &self.orders {
+            orders.listening(false);
+        }
+        ended
     }
 }
 
