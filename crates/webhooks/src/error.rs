@@ -1,6 +1,10 @@
 //! The crate's error type (storage only: a refused delivery is a
 //! [`Rejection`](crate::Rejection), not an error).
 
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -15,6 +19,30 @@ pub enum Error {
     /// delivery in it gets this (the first one gets the original error).
     #[error("no database connection for the capture batch: {0}")]
     Unavailable(String),
+    /// The batch holding this capture failed for a passing reason (a
+    /// statement or lock timeout, an overloaded server, a commit past its
+    /// deadline): every delivery in it gets this (the first one gets the
+    /// original error). Nothing of the batch was answered as stored; a
+    /// retry may find it stored (see [`Error::DeadlineExceeded`]).
+    #[error("the capture batch failed for a passing reason: {0}")]
+    Busy(String),
+    /// The batch holding this capture failed for a reason a retry will not
+    /// cure (every delivery but the first gets this).
+    #[error("the capture batch failed: {0}")]
+    BatchFailed(String),
+    /// More captures are already waiting for a commit than
+    /// `group_commit.max_waiting`: refused at once, nothing queued.
+    #[error("{0} captures are already waiting to be committed")]
+    Saturated(usize),
+    /// The commit holding this capture did not finish within the capture
+    /// deadline. The caller stops waiting; the delivery may still be
+    /// committed afterwards (the sender's retry then answers duplicate).
+    #[error("the capture was not committed within {0:?}")]
+    DeadlineExceeded(Duration),
+    /// The committer handling this capture failed (panicked) before
+    /// answering; it was replaced. The delivery may or may not be stored.
+    #[error("the committer handling this capture failed before answering")]
+    CommitterFailed,
     /// The group-commit tasks are gone (shutting down).
     #[error("the capture queue has stopped")]
     Stopped,
@@ -31,6 +59,57 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when the capture failed for a passing reason other than an
+    /// unreachable database: saturation, a deadline, a statement or lock
+    /// timeout, an overloaded server, a lost committer. Callers answer 503
+    /// with `Retry-After`; the sender's retry is safe (capture is
+    /// idempotent by delivery id).
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Error::Busy(_)
+            | Error::Saturated(_)
+            | Error::DeadlineExceeded(_)
+            | Error::CommitterFailed => true,
+            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => {
+                e.code().is_some_and(is_passing)
+            }
+            _ => false,
+        }
+    }
+
+    /// A 503 rather than a 500: [`is_unavailable`](Self::is_unavailable) or
+    /// [`is_busy`](Self::is_busy).
+    pub fn is_retryable(&self) -> bool {
+        self.is_unavailable() || self.is_busy()
+    }
+
+    /// True when the failure belongs to one delivery's data rather than to
+    /// the statement or the server: a data exception (class 22, e.g. a NUL
+    /// in a text value) or an integrity violation (class 23). Only these
+    /// are worth retrying one delivery at a time to find the culprit; a
+    /// timeout or an overload would only be repeated once per delivery.
+    pub fn is_isolatable(&self) -> bool {
+        match self {
+            Error::Vanished => true,
+            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| matches!(&code.code()[..2], "22" | "23")),
+            _ => false,
+        }
+    }
+}
+
+/// SQLSTATEs that say "not now" rather than "never": the statement was
+/// cancelled (statement_timeout), a lock was not granted (lock_timeout),
+/// the server is short of resources (class 53: too many connections, out
+/// of memory or disk), or the transaction lost a serialization race.
+fn is_passing(code: &SqlState) -> bool {
+    *code == SqlState::QUERY_CANCELED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || code.code().starts_with("53")
 }
 
 impl From<tokio_postgres::Error> for Error {

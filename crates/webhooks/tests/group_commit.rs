@@ -111,6 +111,7 @@ async fn concurrent_captures_through_the_group_commit_are_each_stored_and_answer
             // Small: batches also split on bytes.
             max_batch_bytes: 200,
             concurrent_batches: 3,
+            ..GroupCommitOptions::default()
         },
     );
     // 300 distinct deliveries plus every tenth one sent a second time, all
@@ -159,6 +160,7 @@ async fn a_delivery_the_database_refuses_fails_alone_and_the_rest_of_its_batch_i
             max_batch: 64,
             max_batch_bytes: 1024 * 1024,
             concurrent_batches: 1,
+            ..GroupCommitOptions::default()
         },
     );
     // Hold the only committer: its first batch waits on a row this

@@ -8,6 +8,11 @@ use actix_web::{HttpResponse, ResponseError};
 use keel_http::Problem;
 use keel_webhooks::Rejection;
 
+/// `Retry-After` of a 503: long enough for a full queue to drain (it holds
+/// well under a second of captures) or a blip to pass; senders apply their
+/// own backoff on top.
+const RETRY_AFTER_SECS: &str = "1";
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("no webhook source is configured under this name")]
@@ -24,6 +29,13 @@ pub enum WebhookError {
     Rejected(#[from] Rejection),
     #[error("the webhook store is unavailable: {0}")]
     Unavailable(#[source] keel_webhooks::Error),
+    /// Stored too slowly to answer: the capture queue is full, the commit
+    /// did not finish within its deadline, a statement or lock timed out,
+    /// or its committer failed. 503 with `Retry-After`; the sender's retry
+    /// is safe (capture is idempotent by delivery id) and may find the
+    /// delivery stored after all (ADR 0023).
+    #[error("the webhook store is busy: {0}")]
+    Busy(#[source] keel_webhooks::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -38,6 +50,9 @@ impl WebhookError {
             WebhookError::BodyTimeout(_) => "body_timeout",
             WebhookError::Rejected(rejection) => rejection.reason(),
             WebhookError::Unavailable(_) => "unavailable",
+            WebhookError::Busy(keel_webhooks::Error::Saturated(_)) => "saturated",
+            WebhookError::Busy(keel_webhooks::Error::DeadlineExceeded(_)) => "deadline_exceeded",
+            WebhookError::Busy(_) => "busy",
             WebhookError::Unexpected(_) => "error",
         }
     }
@@ -81,6 +96,10 @@ impl WebhookError {
             WebhookError::Unavailable(_) => {
                 Problem::unavailable("The webhook store is unreachable; retry shortly.")
             }
+            WebhookError::Busy(_) => Problem::unavailable(
+                "The webhook store cannot take this delivery in time; retry shortly \
+                 (a retry of a delivery stored meanwhile answers duplicate).",
+            ),
             WebhookError::Unexpected(_) => Problem::internal(),
         }
     }
@@ -98,6 +117,8 @@ impl From<keel_webhooks::Error> for WebhookError {
     fn from(error: keel_webhooks::Error) -> Self {
         if error.is_unavailable() {
             WebhookError::Unavailable(error)
+        } else if error.is_busy() {
+            WebhookError::Busy(error)
         } else {
             WebhookError::Unexpected(error.into())
         }
@@ -123,12 +144,15 @@ impl ResponseError for WebhookError {
             WebhookError::Unavailable(e) => {
                 tracing::warn!(error = %e, "webhook store unavailable");
             }
+            WebhookError::Busy(e) => {
+                tracing::warn!(error = %e, "webhook store busy; delivery refused with 503");
+            }
             _ => {}
         }
         let problem = self.problem();
         let mut response = problem.response_builder();
-        if matches!(self, WebhookError::Unavailable(_)) {
-            response.insert_header((RETRY_AFTER, "1"));
+        if matches!(self, WebhookError::Unavailable(_) | WebhookError::Busy(_)) {
+            response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
         }
         if matches!(self, WebhookError::BodyTimeout(_)) {
             // The rest of the body may still be on its way: the connection

@@ -152,6 +152,21 @@ impl WebhooksSettings {
             )
             .within("webhooks"));
         }
+        if !(1..=1_000_000).contains(&self.group_commit.max_waiting) {
+            return Err(Invalid::new(
+                "group_commit.max_waiting",
+                "must be between 1 and 1000000 (captures held in memory)",
+            )
+            .within("webhooks"));
+        }
+        let capture_timeout = self.group_commit.capture_timeout;
+        if capture_timeout.is_zero() || capture_timeout > Duration::from_secs(60) {
+            return Err(Invalid::new(
+                "group_commit.capture_timeout",
+                "must be greater than zero and at most 1m (senders stop waiting long before)",
+            )
+            .within("webhooks"));
+        }
         for (name, source) in &self.sources {
             let key = |field: &str| format!("sources.{name}.{field}");
             let invalid = |field: &str, reason: String| {
