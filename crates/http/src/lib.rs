@@ -16,6 +16,9 @@
 //!   encoded separators and control characters refused with a 400).
 //! - [`body_deadline`]: every request body must arrive within
 //!   `http.body_read_timeout` of its head, else a 408 and a closed connection.
+//! - [`request_deadline`]: every request must have its response head within
+//!   `http.request_timeout`, else a 503 problem with `Retry-After`
+//!   (streamed bodies are not cut).
 //! - [`client_ip`]: the client's address behind trusted reverse proxies.
 //! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
 //!   503 naming the failing ones) and `/metrics`.
@@ -31,6 +34,7 @@ pub mod health;
 pub mod json;
 pub mod observe;
 pub mod problem;
+pub mod request_deadline;
 pub mod request_id;
 pub mod server;
 pub mod settings;

@@ -16,7 +16,8 @@ use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    HttpSettings, Operational, body_deadline, canonical, conventions, observe, problem, request_id,
+    HttpSettings, Operational, body_deadline, canonical, conventions, observe, problem,
+    request_deadline, request_id,
 };
 
 #[derive(Debug)]
@@ -49,14 +50,16 @@ impl Server {
 pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// The app factory every service uses: operational endpoints, the
-/// service's routes, body limits (size and read deadline), problem+json
-/// 404/405/408/413s, security headers, canonical request paths, and
-/// request-id and observability middleware. Tests get exactly what
+/// service's routes, body limits (size and read deadline), a deadline on
+/// every request (503 past it), problem+json 404/405/408/413s, security
+/// headers, canonical request paths, and request-id and observability
+/// middleware. Tests get exactly what
 /// production runs.
 pub fn app(
     operational: Operational,
     body_limit: usize,
     body_read_timeout: Duration,
+    request_timeout: Duration,
     routes: Routes,
 ) -> App<
     impl ServiceFactory<
@@ -77,6 +80,11 @@ pub fn app(
         // it through the deadline, and its failure becomes the 408.
         .wrap(from_fn(move |req, next| {
             body_deadline::middleware(body_read_timeout, req, next)
+        }))
+        // Around routing, the service's own middleware (rate limits,
+        // authentication) and the handler: the whole wait for an answer.
+        .wrap(from_fn(move |req, next| {
+            request_deadline::middleware(request_timeout, req, next)
         }))
         // Registered first = runs last, right before routing: every
         // middleware of the service and the router see the canonical path,
@@ -115,12 +123,17 @@ fn start(
     operational: Operational,
     routes: Routes,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let (body_limit, body_read_timeout) = (settings.body_limit, settings.body_read_timeout);
+    let (body_limit, body_read_timeout, request_timeout) = (
+        settings.body_limit,
+        settings.body_read_timeout,
+        settings.request_timeout,
+    );
     let mut builder = HttpServer::new(move || {
         app(
             operational.clone(),
             body_limit,
             body_read_timeout,
+            request_timeout,
             routes.clone(),
         )
     })

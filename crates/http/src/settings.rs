@@ -17,6 +17,11 @@ pub struct HttpSettings {
     /// the connection closed beyond; see `body_deadline`).
     #[serde(with = "humantime_serde", default = "default_body_read_timeout")]
     pub body_read_timeout: Duration,
+    /// How long a request may take from its head to its response head
+    /// (503 with `Retry-After` beyond; see `request_deadline`). Streamed
+    /// bodies (SSE, downloads) are not bounded by it.
+    #[serde(with = "humantime_serde", default = "default_request_timeout")]
+    pub request_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -31,6 +36,10 @@ pub struct HttpSettings {
 
 fn default_body_read_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl HttpSettings {
@@ -53,6 +62,15 @@ impl Validate for HttpSettings {
             return Err(
                 Invalid::new("body_read_timeout", "must be greater than zero").within("http"),
             );
+        }
+        // A body may take body_read_timeout to arrive: its answer must be
+        // that deadline's 408, not this one's 503.
+        if self.request_timeout < self.body_read_timeout {
+            return Err(Invalid::new(
+                "request_timeout",
+                "must be at least body_read_timeout (a slow body gets its 408 first)",
+            )
+            .within("http"));
         }
         if self.readiness_timeout.is_zero() {
             return Err(

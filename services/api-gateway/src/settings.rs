@@ -73,6 +73,23 @@ impl Validate for Settings {
         self.webhooks
             .validate_in(self.environment, |name| std::env::var(name).ok())?;
         self.exports.validate_in(self.environment)?;
+        // Inner deadlines end first, so a client gets the answer that names
+        // what was slow (the capture's 503, the upstream's 504) rather than
+        // the request deadline's.
+        let request_timeout = self.http.request_timeout;
+        if self.webhooks.group_commit.capture_timeout >= request_timeout {
+            return Err(Invalid::new(
+                "group_commit.capture_timeout",
+                "must be less than http.request_timeout",
+            )
+            .within("webhooks"));
+        }
+        if self.upstreams.request_timeout >= request_timeout {
+            return Err(
+                Invalid::new("request_timeout", "must be less than http.request_timeout")
+                    .within("upstreams"),
+            );
+        }
         Ok(())
     }
 }
