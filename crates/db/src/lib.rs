@@ -24,4 +24,4 @@ pub use migrate::{
     Migration, MigrationSet, STARTUP_PATIENCE, connect_and_migrate, migrate, migrate_when_ready,
 };
 pub use pool::{check, connect, connection_config};
-pub use settings::DatabaseSettings;
+pub use settings::{DatabaseSettings, TcpDeadlines};

@@ -20,8 +20,10 @@
 //!   `http.request_timeout`, else a 503 problem with `Retry-After`
 //!   (streamed bodies are not cut).
 //! - [`client_ip`]: the client's address behind trusted reverse proxies.
-//! - [`health`]: `/healthz`, `/readyz` (real round trips to each dependency,
-//!   503 naming the failing ones) and `/metrics`.
+//! - [`health`]: `/healthz` (503 once the runtime's heartbeat stalls),
+//!   `/readyz` (real round trips to each dependency: 503 naming a failing
+//!   required one, 200 reporting a failing one a path survives as
+//!   degraded) and `/metrics`.
 //! - [`server`]: the one app factory every service uses, and a server that
 //!   binds first (port 0 in tests) and runs until a shutdown token is
 //!   cancelled, draining in-flight requests.
@@ -39,7 +41,7 @@ pub mod request_id;
 pub mod server;
 pub mod settings;
 
-pub use health::{Check, CheckFuture, Operational, Readiness};
+pub use health::{Check, CheckFuture, Liveness, Operational, Readiness};
 pub use problem::{FieldError, Problem};
 pub use request_id::RequestId;
 pub use server::{Routes, Server, app, serve};

@@ -28,6 +28,11 @@ pub struct HttpSettings {
     /// Budget for each dependency check in `/readyz`.
     #[serde(with = "humantime_serde")]
     pub readiness_timeout: Duration,
+    /// How long the service's runtime may go without running its liveness
+    /// heartbeat (a task ticking every second) before `/healthz` answers
+    /// 503: every worker thread blocked, or a task that never yields.
+    #[serde(with = "humantime_serde", default = "default_liveness_stall_after")]
+    pub liveness_stall_after: Duration,
     /// Peers whose `X-Forwarded-For` entries are believed (the gateway, an
     /// ingress). Empty: every request is attributed to its TCP peer.
     #[serde(default)]
@@ -40,6 +45,10 @@ fn default_body_read_timeout() -> Duration {
 
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_liveness_stall_after() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl HttpSettings {
@@ -62,6 +71,11 @@ impl Validate for HttpSettings {
             return Err(
                 Invalid::new("body_read_timeout", "must be greater than zero").within("http"),
             );
+        }
+        // Below two heartbeat periods, a busy but healthy runtime would
+        // look wedged.
+        if self.liveness_stall_after < Duration::from_secs(2) {
+            return Err(Invalid::new("liveness_stall_after", "must be at least 2s").within("http"));
         }
         // A body may take body_read_timeout to arrive: its answer must be
         // that deadline's 408, not this one's 503.

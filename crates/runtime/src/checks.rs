@@ -1,6 +1,16 @@
 //! `/readyz` probes for the backing services Keel uses. Each is a real
 //! round trip through the same client the service uses for work, so a
 //! green check means requests can succeed.
+//!
+//! Which dependency makes a pod unready (ADR 0021): only PostgreSQL, which
+//! every request of every service needs. RabbitMQ never does: producers
+//! write to the outbox (PostgreSQL) and the relay publishes when the broker
+//! is back; consumers simply wait. Redis never does either: the gateway's
+//! rate limiter and order cache fail open, and auth still serves its JWK
+//! Set and token verification (only login and refresh need Redis, and
+//! they answer 503 themselves). Both are still probed and reported as
+//! `degraded` in `/readyz` and in `keel_dependency_up`. An outage of a
+//! dependency every replica shares must not unroute the whole fleet.
 
 use std::time::Duration;
 
@@ -8,12 +18,13 @@ use keel_db::Pool;
 use keel_http::{Check, CheckFuture, Readiness};
 use keel_messaging::Broker;
 
-/// The checks every service shares (PostgreSQL, RabbitMQ), each bounded by
-/// `timeout`; a service adds its own with [`Readiness::with`].
+/// The checks every service shares, each bounded by `timeout`: PostgreSQL
+/// required, RabbitMQ reported. A service adds its own with
+/// [`Readiness::with`] (required) or [`Readiness::reporting`].
 pub fn readiness(timeout: Duration, pool: Pool, broker: Broker) -> Readiness {
     Readiness::new(timeout)
         .with(Postgres(pool))
-        .with(RabbitMq(broker))
+        .reporting(RabbitMq(broker))
 }
 
 #[derive(Debug)]

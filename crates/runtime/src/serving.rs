@@ -29,6 +29,11 @@ pub enum RunError {
 /// shutdown token is cancelled, then stops the background tasks (waiting
 /// up to `http.shutdown_grace` plus a few seconds) and closes `broker`.
 ///
+/// The liveness heartbeat runs as one of the background tasks, on the
+/// runtime calling this (the one doing the service's work): `/healthz`,
+/// answered by actix's own threads, fails once that runtime stops running
+/// it for `http.liveness_stall_after`.
+///
 /// The server can also end on its own (a fatal I/O error): the rest stops
 /// with it rather than leave a half-alive process.
 pub async fn serve_until_stopped(
@@ -36,10 +41,16 @@ pub async fn serve_until_stopped(
     http: &HttpSettings,
     operational: Operational,
     routes: Routes,
-    background: Background,
+    mut background: Background,
     broker: &Broker,
 ) -> Result<(), RunError> {
     let shutdown = background.token().clone();
+    background.spawn(
+        "liveness heartbeat",
+        operational
+            .liveness()
+            .run(http.liveness_stall_after, shutdown.clone()),
+    );
     let served = keel_http::serve(server, http, operational, routes, shutdown).await;
     let background_ok = background.shutdown(http.shutdown_grace + AFTER_GRACE).await;
     broker.close().await;

@@ -107,6 +107,7 @@ pub(crate) fn settings(url: &str) -> DatabaseSettings {
         acquire_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        tcp: keel_db::TcpDeadlines::default(),
         jit: false,
     }
 }

@@ -193,8 +193,15 @@ impl Application {
             .subscription
             .with_order_changes(orders.state.order_changes());
 
-        let readiness = checks::readiness(settings.http.readiness_timeout, pool, broker.clone())
-            .with(checks::RedisCheck(redis));
+        // Redis is reported, not required, while the rate limiter fails open
+        // (the order cache and revocation lookups always do): its outage
+        // then turns no request away (ADR 0021).
+        let readiness = checks::readiness(settings.http.readiness_timeout, pool, broker.clone());
+        let readiness = if settings.rate_limit.fail_open {
+            readiness.reporting(checks::RedisCheck(redis))
+        } else {
+            readiness.with(checks::RedisCheck(redis))
+        };
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
             server,

@@ -113,8 +113,11 @@ impl Application {
             RelayMetrics::register(&mut registry),
         );
 
+        // Redis is reported, not required: login and refresh answer 503
+        // without it, but the JWK Set every verifier fetches, registration
+        // and the account routes still serve (ADR 0021).
         let readiness = checks::readiness(settings.http.readiness_timeout, pool, broker.clone())
-            .with(checks::RedisCheck(redis));
+            .reporting(checks::RedisCheck(redis));
         let server = Server::bind(&settings.http).map_err(StartupError::Bind)?;
         Ok(Self {
             server,
