@@ -10,6 +10,7 @@ mod auth;
 mod auth_support;
 mod cache;
 mod cors;
+mod deadlines;
 mod edge;
 mod events;
 mod exports;
