@@ -27,9 +27,9 @@
 //!   commit holding its delivery, then gets [`Error::DeadlineExceeded`]
 //!   (503 with `Retry-After`). *Durability:* giving up is the caller's, not
 //!   the delivery's: the batch may still commit after the caller stopped
-//!   waiting. That is safe because a 503 promises nothing was stored only
-//!   in the sense "not acknowledged": senders retry, and capture is
-//!   idempotent by (source, delivery id), so the retry answers
+//!   waiting. A 503 therefore means "not acknowledged, retry", never
+//!   "certainly not stored", and that is safe: senders retry, and capture
+//!   is idempotent by (source, delivery id), so the retry answers
 //!   `duplicate: true` naming the stored event, and nothing is applied
 //!   twice.
 //! - **Commit deadline.** A batch whose connection checkout and statement

@@ -13,7 +13,10 @@
 //! arrive while a commit is in flight share the next one (each answered
 //! after its own commit). They write their outbox rows without NOTIFY (it would serialise
 //! ingest's commits); the in-process relay is woken after commit
-//! (`keel_outbox::Relay::waker`, no database round trip).
+//! (`keel_outbox::Relay::waker`, no database round trip). Waiting is
+//! bounded (ADR 0023): past `group_commit.max_waiting` queued captures or
+//! `group_commit.capture_timeout` a delivery gets a 503 with `Retry-After`
+//! (it may still be committed; the sender's retry then answers duplicate).
 //!
 //! Schemes, storage and capture live in `keel_webhooks`; the worker applies
 //! the captured events. Design: `docs/adr/0011-inbound-webhooks.md`.
