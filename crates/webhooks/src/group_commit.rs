@@ -111,6 +111,7 @@ impl Default for GroupCommitOptions {
 /// inject faults here (a panic in it is a committer panicking).
 pub type BeforeStatement = Arc<dyn Fn(&[PreparedCapture]) + Send + Sync>;
 
+#[derive(Debug)]
 struct Pending {
     capture: PreparedCapture,
     answer: oneshot::Sender<Result<Captured>>,
@@ -170,6 +171,12 @@ impl GroupCommit {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
+    /// Reads [`waiting`](Self::waiting) without keeping the committers
+    /// alive (for a metrics collector that outlives the handles).
+    pub fn probe(&self) -> WaitingProbe {
+        WaitingProbe(self.queue.downgrade())
+    }
+
     /// Stores `capture` (see [`capture_many`]) in the next batch and
     /// answers once that batch has committed, or with a retryable error
     /// ([`Error::is_retryable`]) at once when the queue is full, or when
@@ -190,6 +197,20 @@ impl GroupCommit {
             Ok(Err(_)) => Err(Error::CommitterFailed),
             Err(_) => Err(Error::DeadlineExceeded(self.capture_timeout)),
         }
+    }
+}
+
+/// See [`GroupCommit::probe`].
+#[derive(Debug, Clone)]
+pub struct WaitingProbe(mpsc::WeakSender<Pending>);
+
+impl WaitingProbe {
+    /// Captures waiting for a batch right now; 0 once the group commit
+    /// has stopped.
+    pub fn waiting(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
     }
 }
 

@@ -7,7 +7,8 @@
 //! - [`settings`]: the `[webhooks]` section (sources, secrets from the
 //!   environment, development secrets refused in production).
 //! - [`error`]: [`error::WebhookError`], the area's answers as problems.
-//! - [`metrics`]: `webhooks_received{source, outcome}`.
+//! - [`metrics`]: `webhooks_received{source, outcome}`,
+//!   `webhooks_capture_waiting`.
 //!
 //! Captures go through `keel_webhooks::group_commit`: the deliveries that
 //! arrive while a commit is in flight share the next one (each answered
@@ -105,10 +106,12 @@ impl Webhooks {
                 },
             );
         }
+        let captures = GroupCommit::start(pool, settings.group_commit);
+        metrics::register_capture_queue(registry, captures.probe());
         Ok(Self {
             waker,
             body_read_timeout: settings.body_read_timeout,
-            captures: GroupCommit::start(pool, settings.group_commit),
+            captures,
             sources: Arc::new(sources),
             metrics: WebhookMetrics::register(registry),
         })

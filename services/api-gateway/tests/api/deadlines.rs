@@ -122,6 +122,19 @@ async fn captures_past_the_waiting_bound_get_a_503_with_retry_after_at_once() {
         );
     }
 
+    // Each refusal is counted, and the queue's depth is there to alert on.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"webhooks_received_total{source="shopify",outcome="saturated"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("webhooks_capture_waiting ") && !l.starts_with('#')),
+        "{metrics}"
+    );
+
     lock.release().await;
     let mut stored = 0;
     while let Some(response) = answers.next().await {
