@@ -56,7 +56,7 @@ default).",
         (status = 408, description = "The body did not arrive within the read deadline", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
         (status = 413, description = "Body over the source's limit", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
         (status = 429, description = "This sender address is over its budget; see Retry-After", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
-        (status = 503, description = "The webhook store is unreachable", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
+        (status = 503, description = "The webhook store is unreachable, or cannot take the delivery in time (capture queue full, commit past its deadline); retry after Retry-After (a delivery stored meanwhile answers duplicate)", body = crate::openapi::Problem, content_type = crate::openapi::PROBLEM),
     ))]
 #[tracing::instrument(skip_all, fields(source = %path.as_str()))]
 pub async fn receive(
