@@ -12,6 +12,7 @@ use futures::stream::FuturesUnordered;
 use keel_db::Pool;
 use keel_webhooks::Scheme;
 
+use crate::auth_support::{FakeUpstream, bearer};
 use crate::helpers::{spawn_app_behind_proxies_with, spawn_app_with};
 use crate::orders_support::{As, OrdersEnv, sample_order};
 use crate::webhooks_support::{self, Delivery, stored_events};
@@ -287,4 +288,52 @@ async fn an_order_finding_the_pool_exhausted_gets_a_503_with_retry_after_without
 
     lock.release().await;
     assert_eq!(first.await.unwrap().status(), 201);
+}
+
+#[tokio::test]
+async fn the_event_stream_is_not_cut_by_the_request_deadline() {
+    let upstream = FakeUpstream::start().await;
+    let deadline = Duration::from_secs(1);
+    let app = spawn_app_with(|s| {
+        upstream.configure(s);
+        s.events.heartbeat_interval = Duration::from_millis(200);
+        // Every inner deadline below the request deadline, as validation
+        // requires.
+        s.http.body_read_timeout = deadline;
+        s.http.request_timeout = deadline;
+        s.upstreams.connect_timeout = deadline / 2;
+        s.upstreams.request_timeout = deadline / 2;
+        s.webhooks.group_commit.capture_timeout = deadline / 2;
+    })
+    .await;
+    let (_, token) = upstream.customer_token();
+    let response = app
+        .client
+        .get(format!("{}/api/v1/events", app.address))
+        .header("authorization", bearer(&token))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The deadline bounds the wait for the response head, not the body:
+    // the stream keeps writing heartbeats long after it.
+    let mut body = response.bytes_stream();
+    let opened = std::time::Instant::now();
+    let mut heartbeats_after_the_deadline = 0;
+    while opened.elapsed() < deadline * 3 {
+        let chunk = tokio::time::timeout(PATIENCE, body.next())
+            .await
+            .expect("the stream keeps writing")
+            .expect("the stream stays open past the request deadline")
+            .unwrap();
+        if opened.elapsed() > deadline {
+            heartbeats_after_the_deadline +=
+                String::from_utf8_lossy(&chunk).matches(": ping").count();
+        }
+    }
+    assert!(heartbeats_after_the_deadline > 0);
+    drop(body);
+    app.stop().await;
 }
