@@ -76,6 +76,10 @@ struct Args {
     /// Fail (exit 3) on any broken invariant, not only on loss, double or memory.
     #[arg(long)]
     strict: bool,
+    /// Leave out the faults whose kind contains this (repeatable; a
+    /// diagnosis aid: the run then no longer injects every kind).
+    #[arg(long)]
+    without: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -176,7 +180,18 @@ async fn soak(args: &Args, stack: &mut Stack, db_url: &str, secrets: Secrets) ->
 
     let mut memory = BTreeMap::new();
     let rounds = (args.duration.as_secs() / 150).max(1) as usize;
-    let schedule: Vec<_> = (0..rounds).flat_map(|_| ROUND).collect();
+    let schedule: Vec<_> = (0..rounds)
+        .flat_map(|_| ROUND)
+        .filter(|fault| {
+            !args
+                .without
+                .iter()
+                .any(|w| fault.kind().contains(w.as_str()))
+        })
+        .collect();
+    if schedule.is_empty() {
+        bail!("--without left no fault to inject");
+    }
     let slot = args.duration / schedule.len() as u32;
     let timing = Timing {
         hold: (slot / 2).clamp(Duration::from_secs(2), Duration::from_secs(8)),

@@ -228,22 +228,34 @@ impl Findings {
                 m.last_kib / 1024
             );
         }
+        if !self.tally.lost.is_empty() || !self.tally.doubled.is_empty() {
+            let _ = writeln!(s, "lost and doubled by cause:");
+            for (cause, n) in causes(&self.tally.lost, "lost")
+                .into_iter()
+                .chain(causes(&self.tally.doubled, "doubled"))
+            {
+                let _ = writeln!(s, "  {n:>6}  {cause}");
+            }
+        }
+        // The few invariant lines first: thousands of lost deliveries must
+        // not push them off the screen.
         let mut details: Vec<String> = Vec::new();
-        details.extend(self.tally.lost.iter().map(|l| format!("lost: {l}")));
-        details.extend(self.tally.doubled.iter().map(|d| format!("doubled: {d}")));
         details.extend(
             self.memory_unbounded()
                 .iter()
                 .map(|m| format!("memory: {m}")),
         );
         details.extend(self.violations().iter().map(|v| format!("violated: {v}")));
+        details.extend(self.tally.doubled.iter().map(|d| format!("doubled: {d}")));
+        details.extend(self.tally.lost.iter().map(|l| format!("lost: {l}")));
+        let shown = if markdown { 5_000 } else { 20 };
         if !details.is_empty() {
             let _ = writeln!(s, "findings ({}):", details.len());
-            for line in details.iter().take(if markdown { 500 } else { 25 }) {
+            for line in details.iter().take(shown) {
                 let _ = writeln!(s, "  {line}");
             }
-            if !markdown && details.len() > 25 {
-                let _ = writeln!(s, "  ... {} more (see --report)", details.len() - 25);
+            if details.len() > shown {
+                let _ = writeln!(s, "  ... {} more", details.len() - shown);
             }
         }
         let verdict = if self.tally.lost.is_empty()
@@ -267,4 +279,62 @@ fn count(samples: &[Sample], op: Option<Op>, outcome: Outcome) -> usize {
         .iter()
         .filter(|x| op.is_none_or(|op| x.op == op) && x.outcome == outcome)
         .count()
+}
+
+/// Findings grouped by what happened, the ids left out: "webhook github:
+/// stored, never applied (status received)" with its count.
+fn causes(lines: &[String], what: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in lines {
+        let (subject, reason) = line.split_once(": ").unwrap_or((line.as_str(), ""));
+        let subject = match subject.split_once(' ') {
+            // "webhook shopify/<id>" -> "webhook shopify"
+            Some(("webhook", rest)) => {
+                format!("webhook {}", rest.split('/').next().unwrap_or(rest))
+            }
+            // "order key <key>" -> "order"; "export <id>" -> "export"
+            Some(("order", _)) => "order".to_owned(),
+            Some(("export", _)) => "export".to_owned(),
+            _ => subject.to_owned(),
+        };
+        // Counts inside the reason ("3 of 5") stay: they are the finding.
+        let reason = if subject.starts_with("events") {
+            reason.to_owned()
+        } else {
+            reason
+                .split_whitespace()
+                .filter(|w| !w.chars().any(|c| c.is_ascii_digit()) || w.starts_with('('))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        *out.entry(format!("{what}: {subject}: {reason}"))
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_group_by_cause_without_their_ids() {
+        let lost = vec![
+            "webhook github/a1: stored, never applied (status received)".to_owned(),
+            "webhook github/b2: stored, never applied (status received)".to_owned(),
+            "order key k9: acknowledged, no order".to_owned(),
+            "events order.created: 2 of 5 never reached analytics".to_owned(),
+        ];
+        let grouped = causes(&lost, "lost");
+        assert_eq!(
+            grouped.get("lost: webhook github: stored, never applied (status received)"),
+            Some(&2),
+            "{grouped:?}"
+        );
+        assert_eq!(grouped.get("lost: order: acknowledged, no order"), Some(&1));
+        assert_eq!(
+            grouped.get("lost: events order.created: 2 of 5 never reached analytics"),
+            Some(&1)
+        );
+    }
 }
