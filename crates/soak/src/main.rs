@@ -245,6 +245,7 @@ async fn soak(args: &Args, stack: &mut Stack, db_url: &str, secrets: Secrets) ->
     sample_memory(stack, &mut memory);
 
     eprintln_soak("checking the ledger");
+    let crashed: Vec<String> = stack.procs.iter_mut().filter_map(|p| p.exited()).collect();
     let observed = check::observe(db, &shared, &poison).await?;
     let ledger = shared.ledger().clone();
     let tally = ledger::reconcile(&ledger, &observed);
@@ -270,6 +271,7 @@ async fn soak(args: &Args, stack: &mut Stack, db_url: &str, secrets: Secrets) ->
             .collect(),
         memory,
         memory_cap_mib: args.memory_cap_mib,
+        crashed,
     };
     let screen = findings.render(false);
     {

@@ -35,6 +35,8 @@ pub struct Findings {
     pub unroutable: Vec<(String, bool, String)>,
     pub memory: BTreeMap<String, Memory>,
     pub memory_cap_mib: u64,
+    /// Processes that exited without being killed by the schedule.
+    pub crashed: Vec<String>,
 }
 
 impl Findings {
@@ -61,6 +63,7 @@ impl Findings {
                 .map(|m| format!("analytics rollup != rebuild: {m}")),
         );
         out.extend(self.dead_letters_missing.iter().cloned());
+        out.extend(self.crashed.iter().cloned());
         out.extend(
             self.dead_letters_unexpected
                 .iter()

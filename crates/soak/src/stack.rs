@@ -187,6 +187,16 @@ impl Proc {
         let _ = std::fs::remove_file(&self.pidfile);
     }
 
+    /// How the process ended, if it exited on its own (a crash the
+    /// schedule did not cause).
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(format!("{} exited on its own: {status}", self.name)),
+            _ => None,
+        }
+    }
+
     pub fn restart(&mut self) -> Result<()> {
         self.spawn()
     }
