@@ -14,11 +14,21 @@ use crate::faults::Poison;
 use crate::ledger::{Observed, StoredDelivery, StoredExport};
 use crate::load::Shared;
 
-/// A connection to the stack's database, straight to the server.
+/// A connection to the stack's database, straight to the server; retried
+/// for a few seconds (it may be restarting, or briefly full).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let mut tries = 0;
+    let (client, connection) = loop {
+        match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+            Ok(pair) => break pair,
+            Err(error) if tries < 10 => {
+                tries += 1;
+                eprintln_soak(&format!("database connection failed ({error}); retrying"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error).with_context(|| format!("connecting to {url}")),
+        }
+    };
     tokio::spawn(async move {
         let _ = connection.await;
     });

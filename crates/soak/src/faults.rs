@@ -23,6 +23,9 @@ pub enum Fault {
     Restart(Dependency),
     /// The proxy closes every connection and refuses new ones.
     Cut(Dependency),
+    /// A cut held for minutes (long form only): an outage the outbox and
+    /// the retry queues must ride out.
+    LongCut(Dependency, u64),
     /// The proxy forwards nothing and closes nothing.
     Blackhole(Dependency),
     /// The proxy delays every chunk.
@@ -43,6 +46,7 @@ impl Fault {
             Fault::Freeze(name) => format!("SIGSTOP {}", kind_of(name)),
             Fault::Restart(d) => format!("restart {}", d.name()),
             Fault::Cut(d) => format!("cut {}", d.name()),
+            Fault::LongCut(d, seconds) => format!("{seconds} s outage {}", d.name()),
             Fault::Blackhole(d) => format!("blackhole {}", d.name()),
             Fault::Latency(d) => format!("latency {}", d.name()),
             Fault::PoisonUnroutable => "poison: unroutable outbox row".to_owned(),
@@ -51,12 +55,22 @@ impl Fault {
         }
     }
 
+    /// Time a long outage takes beyond its slot (zero for the others).
+    pub fn long_secs(self) -> u64 {
+        match self {
+            Fault::LongCut(_, seconds) => seconds,
+            _ => 0,
+        }
+    }
+
     pub fn target(self) -> String {
         match self {
             Fault::Kill(name) | Fault::Freeze(name) => name.to_owned(),
-            Fault::Restart(d) | Fault::Cut(d) | Fault::Blackhole(d) | Fault::Latency(d) => {
-                d.name().to_owned()
-            }
+            Fault::Restart(d)
+            | Fault::Cut(d)
+            | Fault::LongCut(d, _)
+            | Fault::Blackhole(d)
+            | Fault::Latency(d) => d.name().to_owned(),
             _ => "-".to_owned(),
         }
     }
@@ -91,6 +105,17 @@ pub const ROUND: [Fault; 20] = [
     Fault::Blackhole(Dependency::Postgres),
     Fault::Restart(Dependency::Rabbitmq),
 ];
+
+/// The long form's extra faults, once each after the first round: a
+/// PostgreSQL outage of minutes (analytics must not dead-letter its
+/// batches for it) and a RabbitMQ outage (the outbox holds every write).
+pub const LONG: [Fault; 2] = [
+    Fault::LongCut(Dependency::Postgres, 180),
+    Fault::LongCut(Dependency::Rabbitmq, 90),
+];
+
+/// Long outages are only in runs at least this long.
+pub const LONG_FORM_SECS: u64 = 600;
 
 /// What happened to one injected fault.
 #[derive(Debug, Clone)]
@@ -174,6 +199,13 @@ async fn apply(
         }
         Fault::Restart(dependency) => {
             stack.servers.restart(dependency).await?;
+            Ok(String::new())
+        }
+        Fault::LongCut(d, seconds) => {
+            let proxy = &stack.proxies[&d];
+            proxy.cut();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            proxy.restore();
             Ok(String::new())
         }
         Fault::Cut(d) | Fault::Blackhole(d) | Fault::Latency(d) => {

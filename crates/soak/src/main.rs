@@ -179,9 +179,22 @@ async fn soak(args: &Args, stack: &mut Stack, db_url: &str, secrets: Secrets) ->
     tasks.push(tokio::spawn(load::analytics(shared.clone(), pace(500))));
 
     let mut memory = BTreeMap::new();
-    let rounds = (args.duration.as_secs() / 150).max(1) as usize;
+    let long_form = args.duration.as_secs() >= faults::LONG_FORM_SECS;
+    let long_secs: u64 = if long_form {
+        faults::LONG.iter().map(|f| f.long_secs()).sum()
+    } else {
+        0
+    };
+    let rounds = ((args.duration.as_secs().saturating_sub(long_secs)) / 150).max(1) as usize;
     let schedule: Vec<_> = (0..rounds)
-        .flat_map(|_| ROUND)
+        .flat_map(|round| {
+            let mut faults = ROUND.to_vec();
+            if long_form && round == 1 {
+                faults.insert(ROUND.len() / 2, faults::LONG[0]);
+                faults.push(faults::LONG[1]);
+            }
+            faults
+        })
         .filter(|fault| {
             !args
                 .without
@@ -192,7 +205,8 @@ async fn soak(args: &Args, stack: &mut Stack, db_url: &str, secrets: Secrets) ->
     if schedule.is_empty() {
         bail!("--without left no fault to inject");
     }
-    let slot = args.duration / schedule.len() as u32;
+    // The long outages take their own time; the other faults share the rest.
+    let slot = args.duration.saturating_sub(Duration::from_secs(long_secs)) / schedule.len() as u32;
     let timing = Timing {
         hold: (slot / 2).clamp(Duration::from_secs(2), Duration::from_secs(8)),
         latency: Duration::from_millis(250),
@@ -203,7 +217,8 @@ async fn soak(args: &Args, stack: &mut Stack, db_url: &str, secrets: Secrets) ->
     let load_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (i, fault) in schedule.iter().enumerate() {
-        let slot_end = load_started + slot * (i as u32 + 1);
+        let long_so_far: u64 = schedule[..=i].iter().map(|f| f.long_secs()).sum();
+        let slot_end = load_started + slot * (i as u32 + 1) + Duration::from_secs(long_so_far);
         eprintln_soak(&format!(
             "t+{}s fault {}/{}: {} {}",
             shared.now_ms() / 1000,
