@@ -9,7 +9,9 @@
 //! - [`storage`]: [`Storage`] — [`Storage::writer`] (streaming: one PUT for
 //!   small objects, a multipart upload past a few MiB; the object appears
 //!   only when [`ObjectWriter::finish`] succeeds), [`Storage::open`]
-//!   (streaming read with the size known up front), [`Storage::delete`].
+//!   (streaming read with the size known up front), [`Storage::delete`],
+//!   [`Storage::list`] and [`Storage::remove_stale_staging`] (what the
+//!   export sweeper uses to find orphaned files and killed uploads).
 //! - [`error`]: the crate's [`Error`].
 
 pub mod error;
@@ -18,4 +20,4 @@ pub mod storage;
 
 pub use error::{Error, Result};
 pub use settings::{Backend, S3Settings, StorageSettings};
-pub use storage::{Download, ObjectWriter, Storage};
+pub use storage::{Download, ObjectInfo, ObjectWriter, Storage};

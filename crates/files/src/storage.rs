@@ -1,6 +1,10 @@
 //! [`Storage`]: put, stream and delete objects by key, whatever the backend.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -18,6 +22,9 @@ use crate::settings::{Backend, StorageSettings};
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The local backend's directory (its staging files are swept by
+    /// walking it); `None` for S3.
+    local_root: Option<PathBuf>,
     part_size: usize,
     upload_concurrency: usize,
 }
@@ -34,6 +41,7 @@ impl Storage {
     /// Opens the configured backend. A local root is created when missing;
     /// S3 is not contacted until the first request.
     pub fn new(settings: &StorageSettings) -> Result<Self> {
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match settings.backend {
             Backend::Local => {
                 let directory = |source| Error::Directory {
@@ -42,6 +50,7 @@ impl Storage {
                 };
                 std::fs::create_dir_all(&settings.root).map_err(directory)?;
                 let root = std::fs::canonicalize(&settings.root).map_err(directory)?;
+                local_root = Some(root.clone());
                 // Deleting an object also removes directories it leaves
                 // empty, so retention does not accumulate empty folders.
                 Arc::new(
@@ -75,6 +84,7 @@ impl Storage {
         };
         Ok(Self {
             store,
+            local_root,
             part_size: settings.part_size,
             upload_concurrency: settings.upload_concurrency,
         })
@@ -129,6 +139,110 @@ impl Storage {
             Err(e) => Err(Error::Backend(e)),
         }
     }
+}
+
+impl Storage {
+    /// The complete objects under `prefix` (a `/`-separated key prefix),
+    /// in no particular order. Uploads in progress are not listed.
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectInfo>> {
+        let prefix = match path(prefix) {
+            Ok(prefix) => prefix,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        self.store
+            .list(Some(&prefix))
+            .map(|meta| {
+                let meta = meta.map_err(Error::Backend)?;
+                Ok(ObjectInfo {
+                    key: meta.location.to_string(),
+                    size: meta.size,
+                    last_modified: meta.last_modified,
+                })
+            })
+            .boxed()
+    }
+
+    /// Removes the staging files of uploads that stopped (a process killed
+    /// mid-write) and were not touched for `older_than`; returns how many.
+    ///
+    /// Local backend: an upload is written to `{key}#{n}` next to its key
+    /// and renamed on completion (object_store's convention, which hides
+    /// those files from listings), so such a file last modified long ago is
+    /// an upload nobody will finish. A live upload writes its file at
+    /// least once per part, so choose `older_than` well above the longest
+    /// pause between two parts. S3: incomplete multipart uploads are not
+    /// listed by this crate; the bucket's lifecycle rule
+    /// `AbortIncompleteMultipartUpload` removes them (ADR 0025), and this
+    /// returns 0.
+    pub async fn remove_stale_staging(&self, older_than: Duration) -> Result<usize> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(0);
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        tokio::task::spawn_blocking(move || remove_staging_under(&root, cutoff))
+            .await
+            .map_err(|e| Error::Directory {
+                path: "(staging sweep)".to_owned(),
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
+/// Walks `dir` removing staging files last modified before `cutoff`.
+fn remove_staging_under(dir: &std::path::Path, cutoff: SystemTime) -> Result<usize> {
+    let io = |source| Error::Directory {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Removed meanwhile (automatic cleanup of an emptied directory).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let file_type = entry.file_type().map_err(io)?;
+        let entry_path = entry.path();
+        if file_type.is_dir() {
+            removed += remove_staging_under(&entry_path, cutoff)?;
+            continue;
+        }
+        if !file_type.is_file() || !is_staging_name(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let modified = entry.metadata().and_then(|m| m.modified()).map_err(io)?;
+        if modified < cutoff {
+            match std::fs::remove_file(&entry_path) {
+                Ok(()) => removed += 1,
+                // Completed or removed by someone else meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `name#digits`: object_store's local staging file of an upload of `name`.
+fn is_staging_name(name: &str) -> bool {
+    match name.rsplit_once('#') {
+        Some((base, suffix)) => {
+            !base.is_empty() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// A stored object, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
 }
 
 /// An object's content as a stream, and its size.

@@ -155,6 +155,23 @@ impl Validate for Settings {
         self.jobs.webhook.validate("jobs.webhook")?;
         self.shopify.validate()?;
         self.exports.validate()?;
+        // The sweeper must not fail an export whose retry is still waiting
+        // in a delay queue (ADR 0025).
+        let longest_retry = self
+            .amqp
+            .retry
+            .delays
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        if self.exports.abandoned_after <= longest_retry + self.exports.lease_ttl {
+            return Err(Invalid::new(
+                "abandoned_after",
+                "must be longer than the longest amqp.retry delay plus exports.lease_ttl",
+            )
+            .within("exports"));
+        }
         Ok(())
     }
 }

@@ -388,6 +388,23 @@ impl Export {
         format!("exports/{user_id}/{id}.{}", extension(format, compression))
     }
 
+    /// The object key attempt `generation` of an export writes: the key
+    /// fixed at creation for the first attempt, one of its own for each
+    /// later one, so two builders of one export (a stale one and the one
+    /// that took its lease over) never write the same object, and the row
+    /// names the file of the attempt that succeeded (ADR 0025).
+    pub fn attempt_object_key(&self, generation: i32) -> String {
+        let extension = extension(self.format, self.compression);
+        if generation <= 1 {
+            format!("exports/{}/{}.{extension}", self.user_id, self.id)
+        } else {
+            format!(
+                "exports/{}/{}.attempt-{generation}.{extension}",
+                self.user_id, self.id
+            )
+        }
+    }
+
     /// The name a browser saves the file under.
     pub fn file_name(&self) -> String {
         format!(

@@ -13,6 +13,10 @@ pub enum Error {
     TooManyActive { limit: u32 },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
+    /// The caller's lease (attempt `generation`) is no longer the export's:
+    /// another builder took it over, or the export finished meanwhile.
+    #[error("the lease of attempt {generation} on this export was lost")]
+    LeaseLost { generation: i32 },
     #[error(transparent)]
     Database(#[from] keel_db::Error),
     #[error("writing the export's message failed: {0}")]

@@ -10,12 +10,15 @@
 //! - [`queries`]: create (row + `export.run` job, bounded per user), get,
 //!   list, start / progress / succeed / fail (final status + its event in
 //!   one transaction), retention, and [`finished_since`] for SSE resume.
+//! - [`leases`]: a builder's lease on an export (acquire, renew, fenced
+//!   succeed / fail / progress) and the sweeper's queries (ADR 0025).
 //! - [`rows`]: the `COPY (SELECT ...) TO STDOUT` statement whose output is
 //!   the file.
 //! - [`error`]: the module's [`Error`].
 
 pub mod domain;
 pub mod error;
+pub mod leases;
 pub mod queries;
 pub mod rows;
 pub mod schema;
@@ -25,6 +28,7 @@ pub use domain::{
     RawNewExport, Resource,
 };
 pub use error::{Error, Result};
+pub use leases::{Acquired, Lease};
 pub use queries::{
     Start, Written, create, expiring, fail, finished_since, get, list, mark_expired, progress,
     start, succeed,

@@ -19,11 +19,11 @@ use crate::exports::domain::{
 use crate::exports::error::{Error, Result};
 use crate::orders::domain::Scope;
 
-const COLUMNS: &str = "id, user_id, all_orders, resource, format, compression, filter, status, \
+pub(crate) const COLUMNS: &str = "id, user_id, all_orders, resource, format, compression, filter, status, \
     rows_written, bytes, sha256, error, object_key, attempts, created_at, started_at, \
     finished_at, expires_at, updated_at";
 
-fn from_row(row: &Row) -> Result<Export> {
+pub(crate) fn from_row(row: &Row) -> Result<Export> {
     let corrupt = |what: &str, value: &str| Error::Corrupt(format!("{what} {value}"));
     let resource: String = row.try_get(3)?;
     let format: String = row.try_get(4)?;
@@ -338,7 +338,7 @@ pub async fn finished_since(
 }
 
 /// The export's row, locked until the transaction ends.
-async fn locked(tx: &Transaction<'_>, id: Uuid) -> Result<Export> {
+pub(crate) async fn locked(tx: &Transaction<'_>, id: Uuid) -> Result<Export> {
     let row = tx
         .query_opt(
             &format!("SELECT {COLUMNS} FROM exports WHERE id = $1 FOR UPDATE"),
@@ -348,6 +348,6 @@ async fn locked(tx: &Transaction<'_>, id: Uuid) -> Result<Export> {
     from_row(&row.ok_or(Error::NotFound)?)
 }
 
-fn millis(duration: Duration) -> i64 {
+pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -7,10 +7,11 @@ use keel_db::{Migration, MigrationSet};
 /// `keel_commerce::orders::MIGRATIONS` (the gateway and the worker both do).
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: "exports",
-    migrations: &[Migration {
-        version: 1,
-        name: "exports",
-        sql: r#"
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "exports",
+            sql: r#"
 CREATE TABLE exports (
     id            uuid        PRIMARY KEY,
     -- Who asked for it: the only customer who may see it.
@@ -51,5 +52,27 @@ CREATE INDEX exports_expiry ON exports (expires_at) WHERE status IN ('succeeded'
 -- Server-Sent Events resume: a user's exports finished after an instant.
 CREATE INDEX exports_finished ON exports (user_id, finished_at, id) WHERE finished_at IS NOT NULL;
 "#,
-    }],
+        },
+        Migration {
+            version: 2,
+            name: "exports_leases",
+            sql: r#"
+-- The builder that holds the export (ADR 0025): a worker takes the lease
+-- when it starts a file and renews it while it writes. A second job that
+-- finds a live lease builds nothing; one that finds it expired takes over,
+-- and `attempts` (bumped by every take-over) is the fencing token that
+-- `succeed` checks, so a stale builder never records its file.
+ALTER TABLE exports
+    ADD COLUMN lease_owner      text,
+    ADD COLUMN lease_expires_at timestamptz;
+
+-- The sweeper: unfinished exports whose builder (or job) is long gone.
+CREATE INDEX exports_unfinished
+    ON exports ((coalesce(lease_expires_at, started_at, created_at)))
+    WHERE status IN ('queued', 'running');
+-- The sweeper: is an object in storage some export's file?
+CREATE INDEX exports_object_key ON exports (object_key);
+"#,
+        },
+    ],
 };

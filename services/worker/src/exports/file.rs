@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use flate2::write::GzEncoder;
 use futures::StreamExt;
-use keel_commerce::exports::{Compression, Export, Written};
+use keel_commerce::exports::{Compression, Export, Lease, Written};
 use keel_db::{Client, Pool};
 use keel_files::{ObjectWriter, Storage};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::exports::rows::RowCounter;
 
@@ -28,6 +29,10 @@ pub enum BuildError {
     Storage(#[from] keel_files::Error),
     #[error("compressing the file failed: {0}")]
     Compression(#[source] std::io::Error),
+    /// The export's lease went to another builder mid-file: this one stops
+    /// (its upload aborted) and leaves the export to the new holder.
+    #[error("the export's lease was taken over by another builder")]
+    Superseded,
 }
 
 impl From<tokio_postgres::Error> for BuildError {
@@ -49,7 +54,7 @@ impl BuildError {
             BuildError::Database(_) => {
                 "The rows could not be read from the database; please request the export again."
             }
-            BuildError::Storage(_) | BuildError::Compression(_) => {
+            BuildError::Storage(_) | BuildError::Compression(_) | BuildError::Superseded => {
                 "The export file could not be written to storage; please request the export again."
             }
         }
@@ -66,16 +71,29 @@ pub struct BuildOptions {
 /// Streams `export`'s rows into its object and returns what was written.
 /// On error the upload is aborted: a previous object under the key (none,
 /// normally) stays as it was.
+///
+/// `lease` is the builder's hold on the export: progress is recorded only
+/// while it is current, and once `superseded` is cancelled (the lease was
+/// lost) the build stops with [`BuildError::Superseded`].
 pub async fn build(
     client: &mut Client,
     pool: &Pool,
     storage: &Storage,
     export: &Export,
+    lease: &Lease,
+    superseded: &CancellationToken,
     options: &BuildOptions,
 ) -> Result<Written, BuildError> {
     let writer = storage.writer(&export.object_key)?;
     let mut sink = Sink::new(writer, export.compression);
-    let rows = match copy_into(client, pool, export, options, &mut sink).await {
+    let building = Building {
+        pool,
+        export,
+        lease,
+        superseded,
+        options,
+    };
+    let rows = match copy_into(client, &building, &mut sink).await {
         Ok(rows) => rows,
         Err(e) => {
             sink.abort().await;
@@ -90,13 +108,27 @@ pub async fn build(
     })
 }
 
+/// What one build works with.
+struct Building<'a> {
+    pool: &'a Pool,
+    export: &'a Export,
+    lease: &'a Lease,
+    superseded: &'a CancellationToken,
+    options: &'a BuildOptions,
+}
+
 async fn copy_into(
     client: &mut Client,
-    pool: &Pool,
-    export: &Export,
-    options: &BuildOptions,
+    building: &Building<'_>,
     sink: &mut Sink,
 ) -> Result<i64, BuildError> {
+    let Building {
+        pool,
+        export,
+        lease,
+        superseded,
+        options,
+    } = *building;
     // One transaction: one snapshot for the whole file, and a statement
     // timeout of its own (the pool's is sized for requests).
     let tx = client.transaction().await.map_err(keel_db::Error::from)?;
@@ -117,13 +149,19 @@ async fn copy_into(
         counter.feed(&chunk);
         batch.extend_from_slice(&chunk);
         if batch.len() >= BATCH {
+            if superseded.is_cancelled() {
+                return Err(BuildError::Superseded);
+            }
             let full = std::mem::replace(&mut batch, BytesMut::with_capacity(BATCH));
             sink.write(full.freeze()).await?;
             if last_progress.elapsed() >= options.progress_interval {
-                report_progress(pool, export, counter.rows()).await;
+                report_progress(pool, lease, counter.rows()).await;
                 last_progress = Instant::now();
             }
         }
+    }
+    if superseded.is_cancelled() {
+        return Err(BuildError::Superseded);
     }
     if !batch.is_empty() {
         sink.write(batch.freeze()).await?;
@@ -134,15 +172,15 @@ async fn copy_into(
 
 /// Progress goes over another connection (the COPY's transaction is not
 /// visible to anyone until it ends); a failed update is only logged.
-async fn report_progress(pool: &Pool, export: &Export, rows: i64) {
+async fn report_progress(pool: &Pool, lease: &Lease, rows: i64) {
     let updated = match pool.get().await {
-        Ok(client) => keel_commerce::exports::progress(&client, export.id, rows)
+        Ok(client) => keel_commerce::exports::leases::progress(&client, lease, rows)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(error) = updated {
-        tracing::debug!(export_id = %export.id, error, "progress update failed");
+        tracing::debug!(export_id = %lease.export_id, error, "progress update failed");
     }
 }
 

@@ -2,14 +2,17 @@
 //! the retention sweep that removes them.
 //!
 //! # Layout
-//! - [`handler`]: [`ExportHandler`] — one `export.run` job: start the
-//!   export (a finished one is never rebuilt), build its file, record
-//!   success or, on the last attempt, failure (each with its event).
+//! - [`handler`]: [`ExportHandler`] — one `export.run` job: take the
+//!   export's lease (a finished one is never rebuilt, a live lease means a
+//!   duplicate job), build its file renewing the lease, record success or,
+//!   on the last attempt, failure (each with its event) while still holding
+//!   it.
 //! - [`file`]: `COPY ... TO STDOUT` streamed through a row counter, gzip
 //!   and SHA-256 into object storage (`keel_files`).
 //! - [`rows`]: [`rows::RowCounter`], quote-aware record counting.
-//! - [`retention`]: the sweep that deletes expired files and marks their
-//!   exports `expired`.
+//! - [`retention`]: the sweeper — expired files removed and their exports
+//!   marked `expired`; abandoned exports failed; staging files of killed
+//!   uploads and unreferenced objects removed (ADR 0025).
 //! - [`settings`]: the `[exports]` section.
 //!
 //! Design and trade-offs: `docs/adr/0012-exports.md`.
@@ -59,18 +62,20 @@ impl Exports {
                 statement_timeout: self.settings.statement_timeout,
             },
             self.settings.retention,
+            self.settings.lease_ttl,
             max_attempts,
         )
     }
 
-    /// The retention sweep, every `exports.sweep_interval` until `shutdown`.
+    /// The sweeper (retention, abandoned exports, orphaned files), every
+    /// `exports.sweep_interval` until `shutdown`.
     pub async fn run_retention(self, shutdown: CancellationToken) {
-        retention::run(
-            self.pool,
-            self.storage,
-            self.settings.sweep_interval,
-            shutdown,
-        )
-        .await;
+        let settings = retention::SweepSettings {
+            interval: self.settings.sweep_interval,
+            retention: self.settings.retention,
+            abandoned_after: self.settings.abandoned_after,
+            orphaned_after: self.settings.orphaned_after,
+        };
+        retention::run(self.pool, self.storage, settings, shutdown).await;
     }
 }

@@ -28,6 +28,24 @@ pub struct ExportsSettings {
     /// `database.statement_timeout` for the COPY alone).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// How long a builder's lease on an export lasts; it is renewed every
+    /// third of this while the file is written. A builder silent for this
+    /// long is presumed dead: the export's next job takes over (ADR 0025).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// An unfinished export nobody has worked on for this long (a running
+    /// one since its lease ran out, a queued one since it was created) is
+    /// failed by the sweeper, freeing the user's slot. Longer than the
+    /// longest `amqp.retry` delay plus `lease_ttl`, so a retry on its way
+    /// is never pre-empted.
+    #[serde(with = "humantime_serde")]
+    pub abandoned_after: Duration,
+    /// Staging files of killed uploads and objects no export refers to are
+    /// removed once untouched for this long (longer than
+    /// `statement_timeout`: a live build writes its upload at least that
+    /// often, and its finished object is recorded right after).
+    #[serde(with = "humantime_serde")]
+    pub orphaned_after: Duration,
     /// Where files go; the gateway's `[exports.storage]` must name the same
     /// place.
     pub storage: StorageSettings,
@@ -47,10 +65,20 @@ impl ExportsSettings {
             ("sweep_interval", self.sweep_interval),
             ("progress_interval", self.progress_interval),
             ("statement_timeout", self.statement_timeout),
+            ("lease_ttl", self.lease_ttl),
         ] {
             if value.is_zero() {
                 return invalid(key, "must be greater than zero");
             }
+        }
+        if self.abandoned_after <= self.lease_ttl {
+            return invalid("abandoned_after", "must be longer than exports.lease_ttl");
+        }
+        if self.orphaned_after <= self.statement_timeout {
+            return invalid(
+                "orphaned_after",
+                "must be longer than exports.statement_timeout",
+            );
         }
         // Ten years: far beyond any sensible retention, well inside
         // PostgreSQL's interval arithmetic.

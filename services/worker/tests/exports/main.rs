@@ -7,5 +7,6 @@ mod content;
 mod crash;
 mod failure;
 mod injection;
+mod leases;
 mod retention;
 mod support;
