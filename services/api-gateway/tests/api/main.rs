@@ -10,6 +10,7 @@ mod auth;
 mod auth_support;
 mod cache;
 mod cors;
+mod database_deadlines;
 mod deadlines;
 mod edge;
 mod events;
