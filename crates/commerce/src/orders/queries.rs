@@ -361,8 +361,27 @@ async fn emit_updated(
 /// an [`Error::IllegalTransition`]; a missing one [`Error::NotFound`].
 /// Runs in the caller's transaction; wake the relays after commit.
 pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid, payment: &Payment) -> Result<Applied> {
+    mark_paid_as_of(tx, id, payment, None).await
+}
+
+/// [`mark_paid`] by a confirmation of the provider's `version` (Stripe's
+/// event `created`). Once an order has been paid by a versioned
+/// confirmation, one that is not newer (the same event delivered again
+/// under another delivery id, an admin's replay, an older one) is
+/// [`Change::Stale`] whatever the order's status now: nothing written, and
+/// no failure for an order that was cancelled or fulfilled since. A
+/// payment of another amount is still an [`Error::PaymentMismatch`] first:
+/// that must reach someone whatever its age.
+pub async fn mark_paid_as_of(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    payment: &Payment,
+    version: Option<DateTime<Utc>>,
+) -> Result<Applied> {
     let lock = tx
-        .prepare_cached("SELECT status, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE")
+        .prepare_cached(
+            "SELECT status, total_cents, currency, paid_source_at FROM orders WHERE id = $1 FOR UPDATE",
+        )
         .await?;
     let row = tx.query_opt(&lock, &[&id]).await?.ok_or(Error::NotFound)?;
     let status: String = row.try_get(0)?;
@@ -377,6 +396,17 @@ pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid, payment: &Payment) -> Res
             currency,
         });
     }
+    let paid_by: Option<DateTime<Utc>> = row.try_get(3)?;
+    if let (Some(version), Some(stored)) = (version, paid_by)
+        && version <= stored
+    {
+        return Ok(Applied {
+            order: get(tx, id, Scope::All).await?,
+            change: Change::Stale {
+                stored: Some(stored),
+            },
+        });
+    }
     if matches!(current, OrderStatus::Paid | OrderStatus::Fulfilled) {
         return Ok(Applied {
             order: get(tx, id, Scope::All).await?,
@@ -384,6 +414,13 @@ pub async fn mark_paid(tx: &Transaction<'_>, id: Uuid, payment: &Payment) -> Res
         });
     }
     current.transition_to(OrderStatus::Paid)?;
+    if version.is_some() {
+        tx.execute(
+            "UPDATE orders SET paid_source_at = $2 WHERE id = $1",
+            &[&id, &version],
+        )
+        .await?;
+    }
     let order = set_status(tx, id, current, OrderStatus::Paid, Notify::AfterCommit).await?;
     Ok(Applied {
         order,

@@ -114,5 +114,17 @@ CREATE UNIQUE INDEX orders_webhook_external_id
 ALTER TABLE orders ADD COLUMN source_updated_at timestamptz;
 "#,
         },
+        Migration {
+            version: 5,
+            name: "orders_paid_source_at",
+            sql: r#"
+-- The payment provider's version of the event that paid the order
+-- (Stripe's event `created`): the same confirmation delivered again, or an
+-- older one, after the order moved on (cancelled, fulfilled) changes
+-- nothing and its event ends `ignored` instead of failing (ADR 0025). NULL:
+-- not paid by a versioned event.
+ALTER TABLE orders ADD COLUMN paid_source_at timestamptz;
+"#,
+        },
     ],
 };

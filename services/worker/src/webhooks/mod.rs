@@ -34,7 +34,9 @@
 //!   currency; another one fails the event permanently, its `last_error`
 //!   saying what did not match;
 //! - a Shopify order older than the stored one (its `updated_at`) changes
-//!   nothing: the event ends `ignored`, its `last_error` saying why.
+//!   nothing: the event ends `ignored`, its `last_error` saying why; so
+//!   does a Stripe confirmation not newer (its `created`) than the one
+//!   that paid the order, whatever the order's status since (ADR 0025).
 
 pub mod error;
 pub mod money;
@@ -298,7 +300,7 @@ async fn apply(
             if let Change::Stale { stored } = applied.change {
                 // Nothing of an older version applies, its fulfilment
                 // status included: the newer event recorded its own.
-                let note = stale_note(&topic, version, stored);
+                let note = stale_note(&topic, "updated_at", version, stored);
                 return Ok((Outcome::Ignored, Vec::new(), Some(note)));
             }
             let stored = keep(applied);
@@ -306,31 +308,39 @@ async fn apply(
                 keep(orders::record_fulfillment(tx, stored.id, &status).await?);
             }
         }
-        Action::MarkPaid(PaidIntent { order_id, payment }) => {
-            keep(
-                orders::mark_paid(tx, order_id, &payment)
-                    .await
-                    .map_err(|e| ProcessingError::paying(order_id, e))?,
-            );
+        Action::MarkPaid(PaidIntent {
+            order_id,
+            payment,
+            version,
+        }) => {
+            let applied = orders::mark_paid_as_of(tx, order_id, &payment, version)
+                .await
+                .map_err(|e| ProcessingError::paying(order_id, e))?;
+            if let Change::Stale { stored } = applied.change {
+                let note = stale_note(stripe::PAYMENT_SUCCEEDED, "created", version, stored);
+                return Ok((Outcome::Ignored, Vec::new(), Some(note)));
+            }
+            keep(applied);
         }
         Action::Ignore => return Ok((Outcome::Ignored, changed, None)),
     }
     Ok((Outcome::Processed, changed, None))
 }
 
-/// Why an order payload of `version` was not applied over `stored`.
+/// Why an event of `version` (the payload's `field`) was not applied over
+/// the order's `stored` one.
 fn stale_note(
     topic: &str,
+    field: &str,
     version: Option<DateTime<Utc>>,
     stored: Option<DateTime<Utc>>,
 ) -> String {
     let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    let version = version.map_or_else(
-        || "no updated_at".to_owned(),
-        |v| format!("updated_at {}", at(v)),
-    );
+    let version = version.map_or_else(|| format!("no {field}"), |v| format!("{field} {}", at(v)));
     let stored = stored.map_or_else(|| "unknown".to_owned(), at);
-    format!("not applied: this {topic} has {version}, not newer than the stored order's {stored}")
+    format!(
+        "not applied: this {topic} has {version}, not newer than the order's stored {field} {stored}"
+    )
 }
 
 impl Handler for WebhookHandler {

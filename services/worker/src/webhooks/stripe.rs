@@ -16,6 +16,7 @@
 //! before the order's total is compared
 //! ([`keel_commerce::orders::mark_paid`]).
 
+use chrono::{DateTime, Utc};
 use keel_commerce::orders::domain::{Currency, Payment};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -38,6 +39,11 @@ const STRIPE_THREE_DECIMALS: &[&str] = &["BHD", "JOD", "KWD", "OMR", "TND"];
 /// The part of a Stripe event Keel reads.
 #[derive(Debug, Deserialize)]
 struct Event {
+    /// When Stripe created the event (Unix seconds): its version. A
+    /// confirmation not newer than the one that paid the order changes
+    /// nothing (ADR 0025).
+    #[serde(default)]
+    created: Option<i64>,
     data: EventData,
 }
 
@@ -64,12 +70,21 @@ pub struct PaidIntent {
     pub order_id: Uuid,
     /// What Stripe collected, in Keel's minor units.
     pub payment: Payment,
+    /// The event's `created`, when it has one.
+    pub version: Option<DateTime<Utc>>,
 }
 
 /// The Keel order a `payment_intent.succeeded` event pays, and what it paid.
 pub fn paid_intent(body: &[u8]) -> Result<PaidIntent, InvalidPayload> {
     let event: Event =
         serde_json::from_slice(body).map_err(|e| InvalidPayload::new("body", e.to_string()))?;
+    let version = event
+        .created
+        .map(|seconds| {
+            DateTime::from_timestamp(seconds, 0)
+                .ok_or_else(|| InvalidPayload::new("created", "is not a Unix time"))
+        })
+        .transpose()?;
     let intent = event.data.object;
     let reference = intent
         .metadata
@@ -93,6 +108,7 @@ pub fn paid_intent(body: &[u8]) -> Result<PaidIntent, InvalidPayload> {
             amount_cents,
             currency,
         },
+        version,
     })
 }
 

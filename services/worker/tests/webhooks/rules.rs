@@ -236,3 +236,43 @@ fn shopify_version(id: u64, total: &str, email: &str, updated_at: &str) -> Vec<u
     .to_string()
     .into_bytes()
 }
+
+#[tokio::test]
+async fn a_stale_stripe_event_after_a_newer_change_changes_nothing_and_says_why() {
+    let db = database().await;
+    let broker = TestBroker::new().await;
+    let settings = settings(&db, &broker, None);
+    let handler = handler(&db, &settings);
+    let order = captured(&db, "shopify", "orders/create", &shopify_order(6101)).await;
+    assert_eq!(handler.process(order).await.unwrap(), JobEnd::Processed);
+    let order_id = order_id_for(&db, 6101).await.unwrap();
+    // Stripe's event, with its version (`created`, Unix seconds).
+    let mut confirmation: serde_json::Value =
+        serde_json::from_slice(&payment(order_id, 25_498, "eur")).unwrap();
+    confirmation["created"] = serde_json::json!(1_767_261_600); // 2026-01-01T10:00:00Z
+    let confirmation = confirmation.to_string().into_bytes();
+    let paid = captured(&db, "stripe", "payment_intent.succeeded", &confirmation).await;
+    assert_eq!(handler.process(paid).await.unwrap(), JobEnd::Processed);
+    // The order moves on: an admin cancels it (the refund is theirs).
+    let mut client = db.pool().get().await.unwrap();
+    keel_commerce::orders::cancel(&mut client, order_id, Scope::All)
+        .await
+        .unwrap();
+    let updates = outbox_count(&db, "order.updated").await;
+
+    // The same confirmation again, under a fresh delivery id (a captured
+    // body re-sent, an admin's replay): not newer than what paid the order.
+    let late = captured(&db, "stripe", "payment_intent.succeeded", &confirmation).await;
+    assert_eq!(handler.process(late).await.unwrap(), JobEnd::Ignored);
+
+    assert_eq!(stored_status(&db, order_id).await, OrderStatus::Cancelled);
+    assert_eq!(outbox_count(&db, "order.updated").await, updates);
+    let (status, attempts, reason, processed_at) = event_state(&db, late).await;
+    assert_eq!(
+        (status.as_str(), attempts, processed_at),
+        ("ignored", 1, true)
+    );
+    let reason = reason.unwrap();
+    assert!(reason.contains("created 2026-01-01T10:00:00Z"), "{reason}");
+    broker.cleanup().await;
+}
