@@ -9,6 +9,7 @@ mod admin;
 mod helpers;
 mod input;
 mod keys;
+mod readiness;
 mod refresh;
 mod sessions;
 mod throttle;
