@@ -346,3 +346,104 @@ async fn only_finished_exports_past_their_expiry_are_due_and_each_is_marked_once
             .is_empty()
     );
 }
+
+mod leases {
+    //! The lease and its fencing (ADR 0025).
+    use super::*;
+    use keel_commerce::exports::{Acquired, leases};
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_live_lease_turns_a_second_job_away_and_a_taken_over_one_fences_the_stale_builder() {
+        let db = database().await;
+        let mut client = db.pool().get().await.unwrap();
+        let export = exports::create(&mut client, &new_export(Uuid::now_v7()), 3)
+            .await
+            .unwrap();
+        let Acquired::Run {
+            export: first,
+            lease: stale,
+        } = leases::acquire(&mut client, export.id, "a", TTL, false)
+            .await
+            .unwrap()
+        else {
+            panic!("a queued export is acquired");
+        };
+        assert_eq!(
+            first.object_key, export.object_key,
+            "attempt 1 writes the created key"
+        );
+
+        // A duplicate job meets the live lease.
+        assert!(matches!(
+            leases::acquire(&mut client, export.id, "b", TTL, false).await.unwrap(),
+            Acquired::Held { owner: Some(owner), .. } if owner == "a"
+        ));
+        // A redelivery takes over: a new generation and an object of its own.
+        let Acquired::Run {
+            export: second,
+            lease: current,
+        } = leases::acquire(&mut client, export.id, "c", TTL, true)
+            .await
+            .unwrap()
+        else {
+            panic!("a redelivery takes over");
+        };
+        assert_eq!((stale.generation, current.generation), (1, 2));
+        assert_ne!(second.object_key, first.object_key);
+
+        // The stale builder can neither report progress, renew, fail nor succeed.
+        leases::progress(&client, &stale, 7).await.unwrap();
+        assert!(!leases::renew(&client, &stale, TTL).await.unwrap());
+        assert!(matches!(
+            leases::succeed(&mut client, &stale, &written(), RETENTION).await,
+            Err(Error::LeaseLost { generation: 1 })
+        ));
+        assert!(matches!(
+            leases::fail(&mut client, &stale, "no", RETENTION).await,
+            Err(Error::LeaseLost { generation: 1 })
+        ));
+        assert_eq!(
+            exports::get(&client, export.id, Scope::All)
+                .await
+                .unwrap()
+                .rows_written,
+            0
+        );
+
+        assert!(leases::renew(&client, &current, TTL).await.unwrap());
+        let done = leases::succeed(&mut client, &current, &written(), RETENTION)
+            .await
+            .unwrap();
+        assert_eq!(done.status, ExportStatus::Succeeded);
+        assert_eq!(done.object_key, second.object_key);
+        assert_eq!(outbox(&db, "export.completed", export.id).await, 1);
+        assert!(matches!(
+            leases::acquire(&mut client, export.id, "d", TTL, true)
+                .await
+                .unwrap(),
+            Acquired::Finished(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_over_by_the_retry_at_once() {
+        let db = database().await;
+        let mut client = db.pool().get().await.unwrap();
+        let export = exports::create(&mut client, &new_export(Uuid::now_v7()), 3)
+            .await
+            .unwrap();
+        let Acquired::Run { lease, .. } = leases::acquire(&mut client, export.id, "a", TTL, false)
+            .await
+            .unwrap()
+        else {
+            panic!("a queued export is acquired");
+        };
+        leases::release(&client, &lease).await.unwrap();
+        assert!(matches!(
+            leases::acquire(&mut client, export.id, "retry", TTL, false).await.unwrap(),
+            Acquired::Run { lease, .. } if lease.generation == 2
+        ));
+    }
+}

@@ -147,3 +147,46 @@ fn an_s3_store_is_configured_without_contacting_it() {
     settings.validate_as("exports.storage").unwrap();
     Storage::new(&settings).unwrap();
 }
+
+#[tokio::test]
+async fn listing_shows_complete_objects_and_the_staging_sweep_removes_only_stale_uploads() {
+    use futures::TryStreamExt;
+    let root = TempRoot::new();
+    let storage = root.storage();
+    let mut writer = storage.writer("exports/u/done.csv").unwrap();
+    writer.write(Bytes::from_static(b"data")).await.unwrap();
+    writer.finish().await.unwrap();
+    // Staging files as object_store leaves them when a process dies
+    // mid-upload: one old, one still being written.
+    let folder = root.0.join("exports").join("u");
+    let stale = folder.join("killed.csv#1");
+    std::fs::write(&stale, b"part").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    let live = folder.join("writing.csv#3");
+    std::fs::write(&live, b"part").unwrap();
+    // Not a staging file: the suffix is not a number.
+    let named = folder.join("report#final");
+    std::fs::write(&named, b"x").unwrap();
+
+    let listed: Vec<String> = storage
+        .list("exports")
+        .map_ok(|o| o.key)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut listed = listed;
+    listed.sort();
+    assert_eq!(listed, ["exports/u/done.csv", "exports/u/report#final"]);
+
+    let removed = storage
+        .remove_stale_staging(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(!stale.exists() && live.exists() && named.exists());
+}
