@@ -222,4 +222,18 @@ mod tests {
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("shopify.api_base_url"), "{error}");
     }
+
+    #[test]
+    fn an_export_sweep_that_could_pre_empt_a_retry_or_a_live_upload_is_refused() {
+        let mut settings = Settings::defaults().unwrap();
+        // The longest default retry delay is an hour.
+        settings.exports.abandoned_after = std::time::Duration::from_secs(3600);
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("exports.abandoned_after"), "{error}");
+
+        let mut settings = Settings::defaults().unwrap();
+        settings.exports.orphaned_after = settings.exports.statement_timeout;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("exports.orphaned_after"), "{error}");
+    }
 }
