@@ -7,10 +7,20 @@
 //! an undecodable one is dead-lettered on its own, the rest go to
 //! [`BatchHandler::handle`] together. After the handler returns `Ok` (its
 //! transaction committed) the whole batch is acknowledged with one
-//! multiple-ack up to the last delivery tag. A transient failure puts the
-//! whole batch back (nack + requeue) after a growing pause; the handler must
-//! therefore be idempotent per message, which it has to be anyway because a
-//! crash between commit and ack redelivers the batch.
+//! multiple-ack up to the last delivery tag.
+//!
+//! When the handler fails:
+//! - [`HandlerError::Unavailable`] (the database cannot be reached): the
+//!   batch stays in hand, unacknowledged and uncounted, and is tried again
+//!   after a growing pause until the database is back or the consumer stops
+//!   (ADR 0022). A plain requeue would count a delivery of every message on
+//!   a quorum queue, and a few minutes of outage would dead-letter them.
+//! - any other failure: the batch is split in halves, each applied on its
+//!   own, until the failing message stands alone; it is dead-lettered alone
+//!   if the failure is permanent, requeued (counted) if transient, and the
+//!   rest commit. The handler must therefore be idempotent per message,
+//!   which it has to be anyway because a crash between commit and ack
+//!   redelivers the batch.
 //!
 //! It shares with the single-message [`Consumer`](crate::Consumer) the
 //! delivery parsing, the dead-letter headers and the reconnect loop
@@ -89,8 +99,23 @@ pub struct BatchConsumer<H> {
 enum Settled {
     /// Acknowledged (or requeued after a failure): carry on.
     Done,
+    /// Shutdown came while the batch was held for an outage: stop.
+    Stopped,
     /// The channel failed while settling: reconnect.
     Lost(Error),
+}
+
+/// What becomes of one delivery of a batch.
+#[derive(Debug, Clone)]
+enum Fate {
+    /// Committed by the handler (the default until something fails).
+    Applied,
+    /// Dead-lettered already (undecodable); acknowledged with the batch.
+    Dead,
+    /// Failed permanently alone: to dead-letter with this error.
+    DeadLetter(String),
+    /// Failed transiently alone: back to the queue (counted).
+    Requeue,
 }
 
 impl<H: BatchHandler> BatchConsumer<H> {
@@ -180,6 +205,7 @@ impl<H: BatchHandler> BatchConsumer<H> {
             }
             match self.settle(batch, &mut failures, shutdown).await {
                 Settled::Done => {}
+                Settled::Stopped => break SessionEnd::Stopped,
                 Settled::Lost(error) => break SessionEnd::Lost(error),
             }
         };
@@ -217,18 +243,14 @@ impl<H: BatchHandler> BatchConsumer<H> {
         self.metrics
             .in_flight(queue, i64::try_from(size).unwrap_or(i64::MAX));
         let started = Instant::now();
-        let mut items = Vec::with_capacity(size);
-        let mut dead = 0usize;
+        let mut fates = vec![Fate::Applied; size];
+        let mut live = Vec::with_capacity(size);
         let mut reroute_failed = None;
-        for delivery in &batch {
-            let decoded = match Incoming::from_delivery(delivery) {
-                Err(reason) => Err(reason),
-                Ok(message) => self.handler.decode(&message).map_err(|e| e.to_string()),
-            };
-            match decoded {
-                Ok(item) => items.push(item),
-                Err(reason) => match self.dead_letter(delivery, &reason).await {
-                    Ok(()) => dead += 1,
+        for (index, delivery) in batch.iter().enumerate() {
+            match self.decode(delivery) {
+                Ok(_) => live.push(index),
+                Err(reason) => match self.dead_letter(delivery, "undecodable", &reason).await {
+                    Ok(()) => fates[index] = Fate::Dead,
                     Err(error) => {
                         reroute_failed = Some(error);
                         break;
@@ -237,82 +259,208 @@ impl<H: BatchHandler> BatchConsumer<H> {
             }
         }
 
-        let result = match reroute_failed {
+        let stopped = match reroute_failed {
             // The dead letter could not be published: keep the message (and
             // so the batch) rather than lose it.
-            Some(error) => Err(HandlerError::transient(error)),
-            None if items.is_empty() => Ok(()),
-            None => {
-                // A panicking handler must not leave its deliveries
-                // unacknowledged for the life of the channel.
-                AssertUnwindSafe(self.handler.handle(items))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err(HandlerError::transient("the batch handler panicked")))
+            Some(error) => {
+                tracing::warn!(queue, error = %error, "could not dead-letter an undecodable message");
+                fates.iter_mut().for_each(|fate| *fate = Fate::Requeue);
+                false
             }
+            None => self.apply(&batch, live, &mut fates, shutdown).await,
         };
         self.metrics
             .observe_duration(queue, started.elapsed().as_secs_f64());
         self.metrics
             .in_flight(queue, -i64::try_from(size).unwrap_or(i64::MAX));
+        if stopped {
+            // Shutdown during an outage: nothing is settled; closing the
+            // channel returns the whole batch to the queue.
+            return Settled::Stopped;
+        }
+        self.acknowledge(&batch, &fates, failures, shutdown).await
+    }
+
+    /// Decodes one delivery; `Err` carries why it never will.
+    fn decode(&self, delivery: &Delivery) -> Result<H::Item, String> {
+        let message = Incoming::from_delivery(delivery)?;
+        self.handler.decode(&message).map_err(|e| e.to_string())
+    }
+
+    /// Applies the decodable deliveries `live`, filling in their fates.
+    ///
+    /// - The database is unavailable: the group stays in hand and is tried
+    ///   again after a growing pause, without any delivery being counted
+    ///   (ADR 0022). Returns `true` if shutdown ended such a wait.
+    /// - Any other failure of a group of several: it is split in halves,
+    ///   each applied on its own, until the failing message stands alone
+    ///   (log2 of the batch size extra transactions). The handler is
+    ///   idempotent per message, so the halves that commit are stored
+    ///   exactly once.
+    /// - A single message that fails permanently is dead-lettered alone; one
+    ///   that fails transiently is requeued (the delivery limit ends it).
+    async fn apply(
+        &self,
+        batch: &[Delivery],
+        live: Vec<usize>,
+        fates: &mut [Fate],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let queue = self.queue.name.as_str();
+        let mut groups = vec![live];
+        let mut outages = 0u32;
+        while let Some(group) = groups.pop() {
+            if group.is_empty() {
+                continue;
+            }
+            // Decoded again for each try: items are moved into the handler,
+            // and a decode that succeeded once succeeds again.
+            let mut items = Vec::with_capacity(group.len());
+            for &index in &group {
+                match self.decode(&batch[index]) {
+                    Ok(item) => items.push(item),
+                    Err(reason) => fates[index] = Fate::DeadLetter(reason),
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            // A panicking handler must not leave its deliveries
+            // unacknowledged for the life of the channel.
+            let result = AssertUnwindSafe(self.handler.handle(items))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(HandlerError::transient("the batch handler panicked")));
+            match result {
+                Ok(()) => outages = 0,
+                Err(HandlerError::Unavailable(error)) => {
+                    outages = outages.saturating_add(1);
+                    self.metrics.held(queue);
+                    let delay = self.broker.settings().reconnect.delay(outages);
+                    tracing::warn!(
+                        queue, error = %error, size = group.len(), ?delay,
+                        "the database is unavailable; holding the batch"
+                    );
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return true,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    groups.push(group);
+                }
+                Err(error) if group.len() > 1 => {
+                    tracing::warn!(
+                        queue, error = %error, size = group.len(),
+                        "batch failed; splitting it to isolate the failing message"
+                    );
+                    let (left, right) = group.split_at(group.len() / 2);
+                    // Popped left first: deliveries are applied in order.
+                    groups.push(right.to_vec());
+                    groups.push(left.to_vec());
+                }
+                Err(HandlerError::Permanent(error)) => {
+                    fates[group[0]] = Fate::DeadLetter(error.to_string());
+                }
+                Err(HandlerError::Transient(error)) => {
+                    tracing::warn!(queue, error = %error, "message failed transiently; requeueing it");
+                    fates[group[0]] = Fate::Requeue;
+                }
+            }
+        }
+        false
+    }
+
+    /// Settles every delivery of the batch by its fate: one multiple-ack
+    /// when all were applied (or dead-lettered at decode), else one by one.
+    async fn acknowledge(
+        &self,
+        batch: &[Delivery],
+        fates: &[Fate],
+        failures: &mut u32,
+        shutdown: &CancellationToken,
+    ) -> Settled {
+        let queue = self.queue.name.as_str();
         let Some(last) = batch.last() else {
             return Settled::Done;
         };
-
-        match result {
-            Ok(()) => {
-                *failures = 0;
-                // One ack for the whole batch: every tag up to the last one.
-                // Dead-lettered deliveries were not acked on their own, so
-                // none is acknowledged twice.
-                if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
-                    tracing::warn!(error = %error, "batch ack failed; the batch will be redelivered");
-                    return Settled::Lost(error.into());
-                }
-                for _ in 0..size - dead {
-                    self.metrics.outcome(queue, Outcome::Ok);
-                }
-                for _ in 0..dead {
-                    self.metrics.outcome(queue, Outcome::Dead);
-                }
-                Settled::Done
-            }
-            Err(error) => {
-                // Permanent or transient, a batch failure cannot say which
-                // message caused it: requeue all, after a pause. The queue's
-                // delivery limit dead-letters a message that keeps failing.
-                *failures += 1;
-                let delay = self.broker.settings().reconnect.delay(*failures);
-                tracing::warn!(
-                    queue, error = %error, size, ?delay,
-                    "batch failed; requeueing it after a pause"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(delay) => {}
-                }
-                let nack = last.acker.nack(BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                });
-                if let Err(error) = nack.await {
-                    tracing::warn!(error = %error, "batch nack failed; it will be redelivered");
-                    return Settled::Lost(error.into());
-                }
-                for _ in 0..size {
-                    self.metrics.outcome(queue, Outcome::Requeued);
-                }
-                Settled::Done
+        let mut fates = fates.to_vec();
+        // Dead letters found by splitting are published now; one that
+        // cannot be published is kept (requeued) rather than lost.
+        for (delivery, fate) in batch.iter().zip(fates.iter_mut()) {
+            if let Fate::DeadLetter(reason) = fate {
+                *fate = match self.dead_letter(delivery, "permanent", reason).await {
+                    Ok(()) => Fate::Dead,
+                    Err(error) => {
+                        tracing::warn!(queue, error = %error, "could not dead-letter a failing message; requeueing it");
+                        Fate::Requeue
+                    }
+                };
             }
         }
+        let requeued = fates.iter().filter(|f| matches!(f, Fate::Requeue)).count();
+        if requeued == 0 {
+            *failures = 0;
+            // One ack for the whole batch: every tag up to the last one.
+            // Dead-lettered deliveries were not acked on their own, so none
+            // is acknowledged twice.
+            if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+                tracing::warn!(error = %error, "batch ack failed; the batch will be redelivered");
+                return Settled::Lost(error.into());
+            }
+        } else {
+            // A pause before the requeue, growing with consecutive
+            // failures, so a failing message is not a hot redelivery loop.
+            *failures += 1;
+            let delay = self.broker.settings().reconnect.delay(*failures);
+            tracing::warn!(
+                queue,
+                requeued,
+                ?delay,
+                "requeueing failed messages after a pause"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(delay) => {}
+            }
+            for (delivery, fate) in batch.iter().zip(&fates) {
+                let settled = if matches!(fate, Fate::Requeue) {
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await
+                } else {
+                    delivery
+                        .acker
+                        .ack(BasicAckOptions { multiple: false })
+                        .await
+                };
+                if let Err(error) = settled {
+                    tracing::warn!(error = %error, "settling a delivery failed; the rest will be redelivered");
+                    return Settled::Lost(error.into());
+                }
+            }
+        }
+        for fate in &fates {
+            let outcome = match fate {
+                Fate::Applied => Outcome::Ok,
+                Fate::Dead | Fate::DeadLetter(_) => Outcome::Dead,
+                Fate::Requeue => Outcome::Requeued,
+            };
+            self.metrics.outcome(queue, outcome);
+        }
+        Settled::Done
     }
 
-    /// Publishes one undecodable delivery to the dead-letter exchange
-    /// (acknowledged later with its batch).
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        tracing::warn!(queue = %self.queue.name, reason, "undecodable message; dead-lettering");
+    /// Publishes one delivery to the dead-letter exchange (acknowledged
+    /// later with its batch); `kind` is the death reason header
+    /// (`undecodable`, `permanent`), `error` the handler's.
+    async fn dead_letter(&self, delivery: &Delivery, kind: &str, error: &str) -> Result<()> {
+        tracing::warn!(queue = %self.queue.name, kind, error, "dead-lettering one message of a batch");
         let (original_key, properties) =
-            dead_letter_properties(delivery, &self.queue.name, "undecodable", reason, 1);
+            dead_letter_properties(delivery, &self.queue.name, kind, error, 1);
         self.publisher
             .publish_raw(
                 &self.broker.topology().dead_exchange(),

@@ -52,6 +52,14 @@ pub enum HandlerError {
     /// Will never succeed (invalid data, unknown entity): dead-letter now.
     #[error("permanent: {0}")]
     Permanent(#[source] BoxError),
+    /// A dependency every message needs (PostgreSQL) cannot be reached:
+    /// nothing is wrong with the message. The runner keeps it in hand and
+    /// tries it again after a growing pause, until the dependency is back or
+    /// the consumer stops; the attempt does not count towards the retry
+    /// schedule nor the queue's delivery limit (ADR 0022), so an outage of
+    /// any length dead-letters nothing.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] BoxError),
 }
 
 /// Any error, boxed: what a handler failure carries.
@@ -64,6 +72,10 @@ impl HandlerError {
 
     pub fn permanent(error: impl Into<BoxError>) -> Self {
         Self::Permanent(error.into())
+    }
+
+    pub fn unavailable(error: impl Into<BoxError>) -> Self {
+        Self::Unavailable(error.into())
     }
 }
 
@@ -314,8 +326,9 @@ impl<H: Handler> Consumer<H> {
                         };
                         let Ok(permit) = permit else { continue };
                         let shared = self.shared.clone();
+                        let shutdown = shutdown.clone();
                         tracker.spawn(async move {
-                            shared.process(delivery).await;
+                            shared.process(delivery, &shutdown).await;
                             drop(permit);
                         });
                     }
@@ -378,7 +391,40 @@ impl<H: Handler> Session for Consumer<H> {
 }
 
 impl<H: Handler> Shared<H> {
-    async fn process(&self, delivery: Delivery) {
+    /// Runs the handler; while it answers [`HandlerError::Unavailable`] the
+    /// message stays in hand (unacknowledged, its attempt unchanged) and is
+    /// tried again after a growing pause, so an outage consumes none of its
+    /// retries. Returns `Unavailable` only when `shutdown` ends the wait.
+    async fn handle_while_available(
+        &self,
+        message: &Incoming,
+        shutdown: &CancellationToken,
+    ) -> Result<(), HandlerError> {
+        let mut outages = 0u32;
+        loop {
+            // A panicking handler must not leave its delivery unacked for
+            // the life of the channel: treat it as a transient failure
+            // (retried, then dead-lettered).
+            let result = AssertUnwindSafe(self.handler.handle(message))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
+            let Err(HandlerError::Unavailable(error)) = result else {
+                return result;
+            };
+            outages = outages.saturating_add(1);
+            self.metrics.held(self.queue.name.as_str());
+            let delay = self.broker.settings().reconnect.delay(outages);
+            tracing::warn!(error = %error, ?delay, outages, "a dependency is unavailable; holding the message");
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Err(HandlerError::Unavailable(error)),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) {
         let queue = self.queue.name.as_str();
         self.metrics.in_flight(queue, 1);
         let started = Instant::now();
@@ -395,17 +441,18 @@ impl<H: Handler> Shared<H> {
                 );
                 set_parent_from_headers(&span, &message.headers);
                 async {
-                    // A panicking handler must not leave its delivery
-                    // unacked for the life of the channel: treat it as a
-                    // transient failure (retried, then dead-lettered).
-                    let result = AssertUnwindSafe(self.handler.handle(&message))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
+                    let result = self.handle_while_available(&message, shutdown).await;
                     self.metrics
                         .observe_duration(queue, started.elapsed().as_secs_f64());
                     match result {
                         Ok(()) => self.ack(&delivery, Outcome::Ok).await,
+                        Err(HandlerError::Unavailable(error)) => {
+                            // Only at shutdown: leave it unacked, the
+                            // channel's close returns it to the queue
+                            // without a retry or a dead letter.
+                            tracing::info!(error = %error, "stopping while a dependency is down; the message returns to its queue");
+                            Outcome::Requeued
+                        }
                         Err(HandlerError::Permanent(error)) => {
                             tracing::warn!(error = %error, "permanent failure; dead-lettering");
                             let error = error.to_string();

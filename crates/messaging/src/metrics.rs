@@ -39,6 +39,9 @@ pub struct ConsumerMetrics {
     handled: Family<OutcomeLabels, Counter>,
     duration: Family<QueueLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<QueueLabels, Gauge>,
+    /// Handler runs that found a dependency unavailable: the message (or
+    /// batch) was held, not retried nor requeued.
+    held: Family<QueueLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -52,6 +55,7 @@ impl Default for ConsumerMetrics {
             handled: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             in_flight: Family::default(),
+            held: Family::default(),
         }
     }
 }
@@ -74,6 +78,11 @@ impl ConsumerMetrics {
             "messages_in_flight",
             "Messages being handled right now",
             metrics.in_flight.clone(),
+        );
+        registry.register(
+            "messages_held",
+            "Handler runs that found a dependency (PostgreSQL) unavailable; the message was kept in hand without counting a delivery",
+            metrics.held.clone(),
         );
         metrics
     }
@@ -101,6 +110,23 @@ impl ConsumerMetrics {
                 queue: queue.to_owned(),
             })
             .inc_by(delta);
+    }
+
+    pub(crate) fn held(&self, queue: &str) {
+        self.held
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Handler runs on `queue` that found a dependency unavailable so far.
+    pub fn held_total(&self, queue: &str) -> u64 {
+        self.held
+            .get(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .map_or(0, |counter| counter.get())
     }
 
     /// Messages of `queue` that ended with `outcome` so far (for tests and

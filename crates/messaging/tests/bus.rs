@@ -608,3 +608,82 @@ async fn a_consumer_and_the_readiness_check_recover_by_themselves_when_the_broke
     running.stop().await;
     test.cleanup().await;
 }
+
+/// Unavailable for its first `outage` calls (the database is down), then
+/// succeeds; records the attempt number of each call.
+struct DownThenUp {
+    outage: usize,
+    calls: Arc<AtomicUsize>,
+    attempts: mpsc::UnboundedSender<u32>,
+}
+
+impl Handler for DownThenUp {
+    async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
+        let _ = self.attempts.send(message.attempt());
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.outage {
+            return Err(HandlerError::unavailable("PostgreSQL is unavailable"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_job_held_through_an_outage_longer_than_its_retries_uses_none_of_them() {
+    let test = TestBroker::with_retry(short_retry()).await;
+    let channel = test.channel().await;
+    let queue = test.topology().job_queue(JobQueue::Webhook);
+    let mut settings = test.settings();
+    settings.reconnect = ReconnectSettings {
+        min: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+    };
+    let (tx, mut attempts) = mpsc::unbounded_channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Far more failed runs than the policy has attempts (3) and the queue
+    // has redeliveries (its delivery limit).
+    let outage = 30;
+    let handler = DownThenUp {
+        outage,
+        calls: calls.clone(),
+        attempts: tx,
+    };
+    let metrics = ConsumerMetrics::default();
+    let options = ConsumerOptions {
+        prefetch: 4,
+        concurrency: 4,
+        grace_period: Duration::from_secs(10),
+        consumer_tag: "test".to_owned(),
+    };
+    let consumer = Consumer::new(
+        Broker::new(settings, "consumer"),
+        queue.clone(),
+        handler,
+        options,
+        metrics.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    Publisher::new(test.broker("producer"))
+        .publish_job(&job())
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metrics.handled(&queue.name, Outcome::Ok) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    assert_eq!(calls.load(Ordering::SeqCst), outage + 1);
+    while let Ok(attempt) = attempts.try_recv() {
+        assert_eq!(attempt, 1, "an outage consumed a retry");
+    }
+    assert_eq!(metrics.handled(&queue.name, Outcome::Retried), 0);
+    assert_eq!(metrics.handled(&queue.name, Outcome::Dead), 0);
+    assert_eq!(metrics.held_total(&queue.name), outage as u64);
+    assert_eq!(ready(&channel, &test.topology().dead_queue()).await, 0);
+    assert_eq!(ready(&channel, &queue.name).await, 0);
+    test.cleanup().await;
+}

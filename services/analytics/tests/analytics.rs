@@ -1097,3 +1097,228 @@ async fn without_a_reachable_jwk_set_tokens_are_a_503_with_retry_after() {
     service.terminate(Duration::from_secs(20)).await;
     stack.cleanup().await;
 }
+
+/// Counts the batches the handler was given, successful or not.
+struct CountingHandler {
+    inner: IngestHandler,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl BatchHandler for CountingHandler {
+    type Item = RawEvent;
+
+    fn decode(&self, message: &Incoming) -> Result<RawEvent, DecodeError> {
+        self.inner.decode(message)
+    }
+
+    async fn handle(&self, items: Vec<RawEvent>) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.handle(items).await
+    }
+}
+
+/// A batch consumer of the stack's analytics queue with fast pauses
+/// (50..200 ms), so a few seconds of outage are many failed attempts.
+fn fast_consumer<H: BatchHandler>(
+    stack: &Stack,
+    handler: H,
+) -> (
+    keel_messaging::QueueSpec,
+    ConsumerMetrics,
+    CancellationToken,
+    tokio::task::JoinHandle<keel_messaging::Result<()>>,
+) {
+    let mut amqp = stack.broker.settings();
+    amqp.reconnect = keel_messaging::ReconnectSettings {
+        min: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    let options = BatchOptions {
+        max_size: 50,
+        max_wait: Duration::from_millis(50),
+        prefetch: 50,
+        consumer_tag: "test".to_owned(),
+    };
+    let queue = stack.broker.topology().event_queue("analytics");
+    let metrics = ConsumerMetrics::default();
+    let consumer = BatchConsumer::new(
+        keel_messaging::Broker::new(amqp, "consumer"),
+        queue.clone(),
+        handler,
+        options,
+        metrics.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    (queue, metrics, shutdown, running)
+}
+
+/// Ready messages in the namespace's dead queue.
+async fn dead_letters_ready(stack: &Stack) -> u32 {
+    let channel = stack.broker.channel().await;
+    channel
+        .queue_declare(
+            stack.broker.topology().dead_queue().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_longer_than_the_delivery_limit_dead_letters_nothing_and_counts_everything_once_after()
+ {
+    use secrecy::{ExposeSecret, SecretString};
+    let stack = Stack::new().await;
+    let day = Utc::now().date_naive() - chrono::Days::new(1);
+    let events = script(day, Uuid::now_v7(), Uuid::now_v7());
+
+    // The consumer reaches PostgreSQL through a proxy the test cuts.
+    let mut settings = stack.db.settings();
+    let mut url = url::Url::parse(settings.url.expose_secret()).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let proxy = keel_testkit::proxy::TcpProxy::start(upstream.parse().unwrap()).await;
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    settings.url = SecretString::from(url.to_string());
+    let pool = keel_db::connect(&settings, analytics::SCHEMA, "analytics-outage-test").unwrap();
+    proxy.cut();
+
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let handler = CountingHandler {
+        inner: IngestHandler::new(pool, IngestMetrics::unregistered(), 90),
+        calls: calls.clone(),
+    };
+    let (queue, metrics, shutdown, running) = fast_consumer(&stack, handler);
+    stack.publish(&events).await;
+    // More failed attempts than the queue's delivery limit allows
+    // redeliveries: counted as deliveries, they would dead-letter it all.
+    let limit = u32::try_from(keel_messaging::topology::DELIVERY_LIMIT).unwrap();
+    wait_until("attempts past the delivery limit", async || {
+        calls.load(std::sync::atomic::Ordering::SeqCst) > limit + 5
+    })
+    .await;
+    proxy.restore();
+
+    let total = events.len() as u64;
+    wait_until("every event acknowledged", async || {
+        metrics.handled(&queue.name, keel_messaging::Outcome::Ok) >= total
+    })
+    .await;
+    assert_eq!(
+        dead_letters_ready(&stack).await,
+        0,
+        "an outage dead-lettered events"
+    );
+    assert_eq!(
+        metrics.handled(&queue.name, keel_messaging::Outcome::Dead),
+        0
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    let client = stack.pool().get().await.unwrap();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, events.len() as i64);
+    let live = rollups(stack.pool()).await;
+    let mut client = stack.pool().get().await.unwrap();
+    store::rebuild(&mut client, day, day.succ_opt().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        rollups(stack.pool()).await,
+        live,
+        "an event was counted twice or not at all"
+    );
+    stack.cleanup().await;
+}
+
+#[tokio::test]
+async fn one_event_that_fails_in_sql_is_dead_lettered_alone_and_its_batch_is_counted() {
+    let stack = Stack::new().await;
+    let day = Utc::now().date_naive() - chrono::Days::new(1);
+    let when = at(day, "12:00:00");
+    // Booked first: the poison's revenue then overflows this rollup's
+    // bigint in SQL (SQLSTATE 22003), which no decode check sees.
+    let (first, _) = order(None, "XPX", 1, when);
+    let handler = IngestHandler::new(stack.pool().clone(), IngestMetrics::unregistered(), 90);
+    let (queue, metrics, shutdown, running) = fast_consumer(&stack, handler);
+    stack.publish(std::slice::from_ref(&first)).await;
+    stack.wait_stored(first.id).await;
+
+    let (poison, _) = order(None, "XPX", i64::MAX, when + TimeDelta::seconds(1));
+    let mut batch = script(day, Uuid::now_v7(), Uuid::now_v7());
+    let middle = batch.len() / 2;
+    batch.insert(middle, poison.clone());
+    stack.publish(&batch).await;
+
+    // The first order and every event of the batch but the poison.
+    let good = batch.len() as u64;
+    wait_until("the good events acknowledged", async || {
+        metrics.handled(&queue.name, keel_messaging::Outcome::Ok) >= good
+    })
+    .await;
+    wait_until("the poison dead-lettered", async || {
+        dead_letters_ready(&stack).await == 1
+    })
+    .await;
+    assert_eq!(
+        metrics.handled(&queue.name, keel_messaging::Outcome::Dead),
+        1
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    let channel = stack.broker.channel().await;
+    let dead = channel
+        .basic_get(
+            stack.broker.topology().dead_queue().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        dead.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        poison.id.to_string()
+    );
+    let client = stack.pool().get().await.unwrap();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored,
+        batch.len() as i64,
+        "every event but the poison, once"
+    );
+    let poison_stored: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE id = $1", &[&poison.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(poison_stored, 0);
+    stack.cleanup().await;
+}

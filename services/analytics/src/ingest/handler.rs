@@ -55,6 +55,25 @@ impl IngestHandler {
     }
 }
 
+/// What a database failure means for the batch consumer: an outage holds
+/// the batch without counting a delivery; a statement the data makes fail
+/// (SQLSTATE class 22 data exception, 23 integrity violation) is permanent,
+/// so the consumer isolates the event that causes it and dead-letters it
+/// alone; anything else (a lock or statement timeout) is transient.
+fn classify(error: keel_db::Error) -> HandlerError {
+    if error.is_unavailable() {
+        return HandlerError::unavailable(error);
+    }
+    let data_error = error
+        .code()
+        .is_some_and(|code| code.code().starts_with("22") || code.code().starts_with("23"));
+    if data_error {
+        HandlerError::permanent(error)
+    } else {
+        HandlerError::transient(error)
+    }
+}
+
 fn undecodable(reason: impl std::fmt::Display) -> DecodeError {
     DecodeError::from(<serde_json::Error as serde::de::Error>::custom(reason))
 }
@@ -91,16 +110,20 @@ impl BatchHandler for IngestHandler {
         if events.is_empty() {
             return Ok(());
         }
-        let mut client = self.pool.get().await.map_err(HandlerError::transient)?;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| classify(keel_db::Error::from(e)))?;
         for day in self.unknown_days(&events) {
             store::ensure_partition(&client, day)
                 .await
-                .map_err(HandlerError::transient)?;
+                .map_err(classify)?;
             self.remember(day);
         }
         let applied = store::apply_batch(&mut client, &events)
             .await
-            .map_err(HandlerError::transient)?;
+            .map_err(classify)?;
         self.metrics.events(Fate::Inserted, applied.inserted);
         self.metrics.events(Fate::Duplicate, applied.duplicates);
         self.metrics.batch(size, started.elapsed().as_secs_f64());
