@@ -16,9 +16,9 @@ pub enum Error {
     /// It was requeued already; requeueing again would run the job twice.
     #[error("dead letter {0} was already requeued")]
     AlreadyRequeued(Uuid),
-    /// The stored body is not a job envelope (an event, or undecodable
-    /// bytes): there is no queue to send it back to.
-    #[error("dead letter {id} is not a job and cannot be requeued: {reason}")]
+    /// The stored body is neither a job nor a domain event envelope
+    /// (undecodable bytes): there is nothing to send back.
+    #[error("dead letter {id} is not a job nor an event and cannot be requeued: {reason}")]
     NotAJob { id: Uuid, reason: String },
     /// A stored row holds a value the code does not know.
     #[error("a stored dead letter is unreadable: {0}")]

@@ -384,7 +384,7 @@ async fn a_requeued_job_is_back_in_its_queue_exactly_once_and_dying_again_revive
     let tx = client.transaction().await.unwrap();
     let requeued = requeue::requeue(&tx, job.id, Some(admin)).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(requeued.job, job.body);
+    assert_eq!(requeued.job.as_ref(), Some(&job.body));
     assert_ne!(requeued.message_id, job.id, "a new envelope");
 
     // A second click changes nothing.
@@ -450,27 +450,20 @@ async fn a_requeued_job_is_back_in_its_queue_exactly_once_and_dying_again_revive
 }
 
 #[tokio::test]
-async fn only_a_stored_job_can_be_requeued() {
+async fn only_a_stored_job_or_event_can_be_requeued() {
     let db = database().await;
     let mut client = db.pool().get().await.unwrap();
-    let event = Envelope::new(DomainEvent::WebhookReceived(WebhookReceived {
-        event_id: Uuid::new_v4(),
-        source: "shopify".to_owned(),
-        topic: None,
-    }));
-    let properties =
-        BasicProperties::default().with_message_id(ShortString::from(event.id.to_string()));
-    let letter = NewDeadLetter::from_parts(
-        &properties,
-        "webhook.received",
-        &serde_json::to_vec(&event).unwrap(),
-    );
+    // Neither a job nor a domain event (an undecodable dead letter): there
+    // is nothing to send back.
+    let id = Uuid::new_v4();
+    let properties = BasicProperties::default().with_message_id(ShortString::from(id.to_string()));
+    let letter = NewDeadLetter::from_parts(&properties, "webhook.received", b"{\"id\":1}");
     archive::archive(&client, &letter).await.unwrap();
 
     let tx = client.transaction().await.unwrap();
     assert!(matches!(
-        requeue::requeue(&tx, event.id, None).await,
-        Err(Error::NotAJob { id, .. }) if id == event.id
+        requeue::requeue(&tx, id, None).await,
+        Err(Error::NotAJob { id: refused, .. }) if refused == id
     ));
     let unknown = Uuid::new_v4();
     assert!(matches!(
@@ -484,6 +477,82 @@ async fn only_a_stored_job_can_be_requeued() {
         .unwrap()
         .get(0);
     assert_eq!(outbox, 0);
+}
+
+#[tokio::test]
+async fn an_analytics_dead_letter_is_requeued_to_the_analytics_queue_once_with_its_time() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let channel = test.channel().await;
+    let analytics = test
+        .topology()
+        .declare_event_queue(&channel, "analytics", &["#"])
+        .await
+        .unwrap();
+    let occurred_at = chrono::Utc::now() - chrono::TimeDelta::days(2);
+    let event = Envelope::with_id(
+        Uuid::now_v7(),
+        occurred_at,
+        DomainEvent::WebhookReceived(WebhookReceived {
+            event_id: Uuid::new_v4(),
+            source: "shopify".to_owned(),
+            topic: None,
+        }),
+    );
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-keel-death-reason".into(),
+        AMQPValue::LongString(LongString::from("permanent")),
+    );
+    headers.insert(
+        "x-keel-queue".into(),
+        AMQPValue::LongString(LongString::from(analytics.name.as_str())),
+    );
+    let properties = BasicProperties::default()
+        .with_message_id(ShortString::from(event.id.to_string()))
+        .with_type(ShortString::from(event.message_type()))
+        .with_headers(headers);
+    let letter = NewDeadLetter::from_parts(
+        &properties,
+        "webhook.received",
+        &serde_json::to_vec(&event).unwrap(),
+    );
+    let mut client = db.pool().get().await.unwrap();
+    archive::archive(&client, &letter).await.unwrap();
+
+    let tx = client.transaction().await.unwrap();
+    let requeued = requeue::requeue(&tx, event.id, None).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(requeued.job, None);
+    let relay = relay(&db, &test);
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    wait_until("the event is in the analytics queue", async || {
+        ready(&channel, &analytics.name).await == 1
+    })
+    .await;
+    let message = channel
+        .basic_get(
+            analytics.name.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the requeued event");
+    let again: Envelope<DomainEvent> = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(again.id, requeued.message_id);
+    assert_eq!(
+        again.occurred_at, event.occurred_at,
+        "counted in its own bucket"
+    );
+    assert_eq!(again.body, event.body);
+    assert_eq!(ready(&channel, &analytics.name).await, 0, "exactly once");
+    let stored = queries::get(&client, event.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .letter;
+    assert_eq!(stored.status, Status::Requeued);
+    test.cleanup().await;
 }
 
 #[tokio::test]
