@@ -47,4 +47,4 @@ pub use publisher::{OutgoingMessage, Publisher};
 pub use retry::RetryDecision;
 pub use session::{Session, SessionEnd, run_sessions};
 pub use settings::{AmqpSettings, ReconnectSettings, RetryPolicy};
-pub use topology::{QueueSpec, Target, Topology};
+pub use topology::{DURABLE_EVENT_SUBSCRIBERS, QueueSpec, Target, Topology};

@@ -32,6 +32,14 @@ use crate::settings::RetryPolicy;
 /// that kills its consumer from looping for ever.
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Consumers whose event queue must exist before anything is published, with
+/// the binding keys they consume: [`Topology::declare`] declares them, so
+/// every producer creates them at connect and an event published before its
+/// subscriber ever started waits in the queue instead of being dropped
+/// (ADR 0024). Per-instance queues (the gateway's) are not here: nothing in
+/// them must outlive their process.
+pub const DURABLE_EVENT_SUBSCRIBERS: &[(&str, &[&str])] = &[("analytics", &["#"])];
+
 /// A queue a consumer drains, and how its retries find their way back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
@@ -163,6 +171,11 @@ impl Topology {
         let mut names = vec![self.dead_queue()];
         names.extend(JobQueue::ALL.iter().map(|q| self.job_queue(*q).name));
         names.extend(self.retry_tiers().map(|tier| self.retry_exchange(tier)));
+        names.extend(
+            DURABLE_EVENT_SUBSCRIBERS
+                .iter()
+                .map(|(consumer, _)| self.event_queue(consumer).name),
+        );
         names
     }
 
@@ -209,6 +222,11 @@ impl Topology {
             add_at_least_once(&mut arguments);
             declare_queue(channel, &name, arguments).await?;
             bind(channel, &name, &name, "").await?;
+        }
+
+        for (consumer, binding_keys) in DURABLE_EVENT_SUBSCRIBERS {
+            self.declare_event_queue(channel, consumer, binding_keys)
+                .await?;
         }
         Ok(())
     }

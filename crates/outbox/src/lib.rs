@@ -7,7 +7,9 @@
 //! - [`enqueue`]: [`enqueue_job`] / [`enqueue_event`], called inside the
 //!   caller's transaction, so the message commits with the state change.
 //! - [`relay`]: [`Relay`], which publishes committed rows with publisher
-//!   confirms and marks them published.
+//!   confirms and marks them published; parks a row the broker keeps
+//!   refusing ([`parked`], [`unpark`]); prunes and measures on tasks of its
+//!   own.
 //! - [`wake`]: [`RelayWaker`], coalesced wake-ups after commits whose rows
 //!   carry no NOTIFY (hot write paths: webhook capture, the worker).
 //! - [`inbox`]: [`inbox::claim`], de-duplication for consumers.
@@ -29,6 +31,6 @@ pub mod wake;
 pub use enqueue::{OutboxRow, enqueue_event, enqueue_job, wake_relays};
 pub use error::{Error, Result};
 pub use metrics::RelayMetrics;
-pub use relay::{Relay, RelayOptions};
+pub use relay::{Backlog, ParkedRow, Relay, RelayOptions, parked, unpark};
 pub use schema::MIGRATIONS;
 pub use wake::RelayWaker;

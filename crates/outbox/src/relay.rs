@@ -45,9 +45,23 @@ pub struct RelayOptions {
     /// which RabbitMQ bounds far below this.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How often pruning runs.
+    /// How often pruning runs (on its own task, never in the way of
+    /// publishing).
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// Refusals of a row by the broker (returned as unroutable, nacked) or
+    /// failures to read it, after which the row is parked: kept with its
+    /// reason, skipped until unparked. Broker outages do not count.
+    pub max_rejections: u32,
+    /// Wait before retrying a refused row, doubling per refusal up to
+    /// `rejection_backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub rejection_backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rejection_backoff_max: Duration,
+    /// How often the backlog gauges are measured (on their own task).
+    #[serde(with = "humantime_serde")]
+    pub measure_interval: Duration,
 }
 
 impl Default for RelayOptions {
@@ -59,12 +73,99 @@ impl Default for RelayOptions {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(600),
+            // 1 + 2 + 4 + ... + 256 s: a row is parked after refusals
+            // spread over about 8.5 minutes, past the 5-minute age alert.
+            max_rejections: 10,
+            rejection_backoff_min: Duration::from_secs(1),
+            rejection_backoff_max: Duration::from_secs(300),
+            measure_interval: Duration::from_secs(5),
         }
     }
 }
 
-/// How often the backlog gauge is refreshed while the relay is busy.
-const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
+impl RelayOptions {
+    /// The wait after a row's `rejections`-th refusal (1-based).
+    fn rejection_backoff(&self, rejections: u32) -> Duration {
+        let doubled = self
+            .rejection_backoff_min
+            .saturating_mul(2u32.saturating_pow(rejections.saturating_sub(1).min(31)));
+        doubled.min(self.rejection_backoff_max)
+    }
+}
+
+/// Rows deleted per pruning statement: each statement is short, so pruning
+/// a large history never holds locks or a connection for long.
+const PRUNE_BATCH: i64 = 1_000;
+
+/// The backlog as the gauges show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Unpublished rows the relay still tries (waiting ones included).
+    pub rows: i64,
+    /// Parked rows (unpublished, skipped until unparked).
+    pub parked: i64,
+    /// Age of the oldest unparked unpublished row, 0 when there is none.
+    pub oldest_seconds: f64,
+}
+
+/// A parked row, for operators.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ParkedRow {
+    pub id: Uuid,
+    pub target: String,
+    pub routing_key: String,
+    pub message_type: String,
+    pub created_at: DateTime<Utc>,
+    pub parked_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub rejections: i32,
+    /// Why the broker (or the relay) refused it the last time.
+    pub last_error: Option<String>,
+}
+
+/// Lists parked rows, oldest first (at most `limit`).
+pub async fn parked(pool: &Pool, limit: i64) -> Result<Vec<ParkedRow>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, target, routing_key, message_type, created_at, parked_at, attempts, \
+             rejections, last_error FROM outbox \
+             WHERE published_at IS NULL AND parked_at IS NOT NULL \
+             ORDER BY parked_at, id LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ParkedRow {
+            id: row.get("id"),
+            target: row.get("target"),
+            routing_key: row.get("routing_key"),
+            message_type: row.get("message_type"),
+            created_at: row.get("created_at"),
+            parked_at: row.get("parked_at"),
+            attempts: row.get("attempts"),
+            rejections: row.get("rejections"),
+            last_error: row.get("last_error"),
+        })
+        .collect())
+}
+
+/// Returns parked rows to the relay (all of them when `ids` is `None`):
+/// their refusals start again from zero and they go out on the next pass.
+/// `last_error` stays for the record. Returns how many rows were unparked.
+pub async fn unpark(pool: &Pool, ids: Option<&[Uuid]>) -> Result<u64> {
+    let client = pool.get().await?;
+    let sql = "UPDATE outbox SET parked_at = NULL, next_attempt_at = NULL, rejections = 0 \
+               WHERE published_at IS NULL AND parked_at IS NOT NULL \
+               AND ($1::uuid[] IS NULL OR id = ANY($1))";
+    let ids: Option<Vec<Uuid>> = ids.map(<[Uuid]>::to_vec);
+    let unparked = client.execute(sql, &[&ids]).await?;
+    if unparked > 0 {
+        crate::wake_relays(&client).await?;
+    }
+    Ok(unparked)
+}
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,9 +232,21 @@ impl Relay {
             self.reconnect().clone(),
             listener_stop.clone(),
         ));
+        // Housekeeping runs beside the publishing loop: a long prune or a
+        // slow count never delays a publish, and the gauges keep moving
+        // while the loop drains a backlog.
+        let pruner = tokio::spawn(prune_periodically(
+            self.pool.clone(),
+            self.options.clone(),
+            listener_stop.clone(),
+        ));
+        let measurer = tokio::spawn(measure_periodically(
+            self.pool.clone(),
+            self.options.measure_interval,
+            self.metrics.clone(),
+            listener_stop.clone(),
+        ));
         let mut failures = 0u32;
-        let mut last_prune: Option<tokio::time::Instant> = None;
-        let mut last_backlog: Option<tokio::time::Instant> = None;
         'run: loop {
             // Drain: full batches mean more rows are waiting.
             loop {
@@ -158,25 +271,6 @@ impl Relay {
                     }
                 }
             }
-            // A count per wake-up would cost a query per batch when writers
-            // keep the relay busy; the gauge needs no more than one a second.
-            if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
-                last_backlog = Some(tokio::time::Instant::now());
-                match self.backlog().await {
-                    Ok(rows) => self.metrics.set_backlog(rows),
-                    Err(error) => {
-                        tracing::warn!(error = %error, "cannot measure the outbox backlog");
-                    }
-                }
-            }
-            if last_prune.is_none_or(|at| at.elapsed() >= self.options.prune_interval) {
-                last_prune = Some(tokio::time::Instant::now());
-                match self.prune().await {
-                    Ok(0) => {}
-                    Ok(rows) => tracing::info!(rows, "pruned old outbox and inbox rows"),
-                    Err(error) => tracing::warn!(error = %error, "outbox pruning failed"),
-                }
-            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = wake.notified() => {}
@@ -185,6 +279,8 @@ impl Relay {
         }
         listener_stop.cancel();
         let _ = listener.await;
+        let _ = pruner.await;
+        let _ = measurer.await;
         tracing::info!("outbox relay stopped");
     }
 
@@ -206,43 +302,25 @@ impl Relay {
     }
 
     /// Deletes published outbox rows and inbox claims older than
-    /// `retention`, in bounded batches so no statement holds locks for long.
-    /// Unpublished rows are never touched, however old. Returns the number
-    /// of rows deleted. Several relays pruning at once is harmless.
+    /// `retention`, in statements of [`PRUNE_BATCH`] rows so none holds
+    /// locks for long. Unpublished rows are never touched, however old.
+    /// Returns the number of rows deleted. Several relays pruning at once is
+    /// harmless. The running relay calls it on a task of its own.
     pub async fn prune(&self) -> Result<u64> {
-        const BATCH: i64 = 10_000;
-        let retention_secs = i64::try_from(self.options.retention.as_secs()).unwrap_or(i64::MAX);
-        let client = self.pool.get().await?;
-        let mut total = 0;
-        for statement in [
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
-             WHERE published_at < now() - make_interval(secs => $1::bigint) LIMIT $2)",
-            "DELETE FROM inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id \
-             FROM inbox WHERE processed_at < now() - make_interval(secs => $1::bigint) LIMIT $2)",
-        ] {
-            loop {
-                let deleted = client
-                    .execute(statement, &[&retention_secs, &BATCH])
-                    .await?;
-                total += deleted;
-                if deleted < BATCH.unsigned_abs() {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+        prune(&self.pool, &self.options, &CancellationToken::new()).await
     }
 
-    /// Rows not yet published.
+    /// Unpublished rows the relay still tries (parked rows excluded).
     pub async fn backlog(&self) -> Result<i64> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-                &[],
-            )
-            .await?;
-        Ok(row.get(0))
+        Ok(measure(&self.pool).await?.rows)
+    }
+
+    /// Measures the backlog and sets the gauges, as the running relay does
+    /// every `measure_interval`.
+    pub async fn measure(&self) -> Result<Backlog> {
+        let backlog = measure(&self.pool).await?;
+        self.metrics.set_backlog(&backlog);
+        Ok(backlog)
     }
 
     fn reconnect(&self) -> &ReconnectSettings {
@@ -259,9 +337,11 @@ impl Relay {
         let limit = i64::from(self.options.batch_size.max(1));
         let rows = transaction
             .query(
-                "SELECT id, target, routing_key, message_type, payload, headers, created_at \
+                "SELECT id, target, routing_key, message_type, payload, headers, created_at, \
+                        rejections \
                  FROM outbox \
-                 WHERE published_at IS NULL \
+                 WHERE published_at IS NULL AND parked_at IS NULL \
+                   AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
                  ORDER BY created_at, id \
                  LIMIT $1 \
                  FOR UPDATE SKIP LOCKED",
@@ -277,46 +357,64 @@ impl Relay {
         }
         let selected = rows.len();
 
-        let mut confirmed: Vec<Uuid> = Vec::with_capacity(selected);
-        let mut failed: Vec<(Uuid, String)> = Vec::new();
-        let mut first_error: Option<Error> = None;
+        let mut outcome = Outcome::default();
         // Publish the first row alone: if the broker is down, that is one
-        // failed attempt, not a batch's worth of reconnects.
+        // failed attempt, not a batch's worth of reconnects. A row the
+        // broker refuses is the row's problem, not the broker's: the rest
+        // of the batch goes on.
         let (head, rest) = rows.split_at(1);
         for row in head {
             let (id, result) = self.publish_row(row).await;
-            record(id, result, &mut confirmed, &mut failed, &mut first_error);
+            outcome.record(row, id, result, &self.options);
         }
-        if first_error.is_none() {
+        if outcome.broker_error.is_none() {
             for chunk in rest.chunks(PUBLISH_CONCURRENCY) {
                 // Collected before awaiting, so no borrowing closure is held
                 // across the await (that would make the future not `Send`).
                 let publishes: Vec<_> = chunk.iter().map(|row| self.publish_row(row)).collect();
-                for (id, result) in futures::future::join_all(publishes).await {
-                    record(id, result, &mut confirmed, &mut failed, &mut first_error);
+                let results = futures::future::join_all(publishes).await;
+                for (row, (id, result)) in chunk.iter().zip(results) {
+                    outcome.record(row, id, result, &self.options);
+                }
+                // The broker is gone: the rest waits for the relay's backoff.
+                if outcome.broker_error.is_some() {
+                    break;
                 }
             }
         }
 
-        if !confirmed.is_empty() {
+        if !outcome.confirmed.is_empty() {
             transaction
                 .execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
-                    &[&confirmed],
+                    &[&outcome.confirmed],
                 )
                 .await?;
         }
-        if !failed.is_empty() {
-            let (ids, errors): (Vec<Uuid>, Vec<String>) = failed.iter().cloned().unzip();
+        if !outcome.failed.is_empty() {
+            let failed = &outcome.failed;
+            let ids: Vec<Uuid> = failed.iter().map(|f| f.id).collect();
+            let errors: Vec<&str> = failed.iter().map(|f| f.error.as_str()).collect();
+            let rejected: Vec<bool> = failed.iter().map(|f| f.rejected).collect();
+            let delays: Vec<f64> = failed.iter().map(|f| f.retry_in.as_secs_f64()).collect();
+            let park: Vec<bool> = failed.iter().map(|f| f.park).collect();
             transaction
                 .execute(
-                    "UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = f.error \
-                     FROM unnest($1::uuid[], $2::text[]) AS f(id, error) \
+                    "UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = f.error, \
+                       rejections = o.rejections + CASE WHEN f.rejected THEN 1 ELSE 0 END, \
+                       next_attempt_at = CASE WHEN f.rejected \
+                         THEN now() + make_interval(secs => f.delay) ELSE o.next_attempt_at END, \
+                       parked_at = CASE WHEN f.park THEN now() ELSE o.parked_at END \
+                     FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::float8[], $5::bool[]) \
+                       AS f(id, error, rejected, delay, park) \
                      WHERE o.id = f.id",
-                    &[&ids, &errors],
+                    &[&ids, &errors, &rejected, &delays, &park],
                 )
                 .await?;
         }
+        let confirmed = outcome.confirmed;
+        let failed = outcome.failed;
+        let first_error = outcome.broker_error;
         if commit {
             transaction.commit().await?;
             self.metrics.published(confirmed.len());
@@ -324,6 +422,15 @@ impl Relay {
             transaction.rollback().await?;
         }
         self.metrics.failed(failed.len());
+        if commit {
+            let parked = failed.iter().filter(|f| f.park).count();
+            if parked > 0 {
+                self.metrics.parked(parked);
+            }
+            for row in failed.iter().filter(|f| f.park) {
+                tracing::error!(id = %row.id, reason = %row.error, "outbox row parked: the broker keeps refusing it; unpark it once the cause is fixed");
+            }
+        }
         if let Some(error) = first_error {
             return Err(error);
         }
@@ -365,26 +472,157 @@ impl Relay {
             body: serde_json::to_vec(&payload)?,
             headers,
             timestamp: created_at,
-            // A job must reach its queue; an event may have no subscriber.
-            mandatory: target == Target::Jobs,
+            // Every row must reach a queue: a message the broker cannot
+            // route comes back (`basic.return`) and is retried, then parked,
+            // never marked published. Events always have a queue bound:
+            // the topology declares the durable subscribers' queues
+            // (ADR 0024).
+            mandatory: true,
         };
         let exchange = self.publisher.broker().topology().exchange(target);
         Ok((exchange, row.get("routing_key"), message))
     }
 }
 
-fn record(
+/// What publishing a batch's rows came to.
+#[derive(Debug, Default)]
+struct Outcome {
+    confirmed: Vec<Uuid>,
+    failed: Vec<Failed>,
+    /// The first failure that was the broker's, not a row's: the batch stops
+    /// and the relay backs off.
+    broker_error: Option<Error>,
+}
+
+/// One failed row, as it is written back.
+#[derive(Debug)]
+struct Failed {
     id: Uuid,
-    result: Result<()>,
-    confirmed: &mut Vec<Uuid>,
-    failed: &mut Vec<(Uuid, String)>,
-    first_error: &mut Option<Error>,
+    error: String,
+    /// Refused for a reason of its own: counts toward parking.
+    rejected: bool,
+    retry_in: Duration,
+    park: bool,
+}
+
+impl Outcome {
+    fn record(&mut self, row: &Row, id: Uuid, result: Result<()>, options: &RelayOptions) {
+        let error = match result {
+            Ok(()) => return self.confirmed.push(id),
+            Err(error) => error,
+        };
+        let rejected = is_rejection(&error);
+        let rejections = u32::try_from(row.get::<_, i32>("rejections"))
+            .unwrap_or(0)
+            .saturating_add(1);
+        let park = rejected && rejections >= options.max_rejections.max(1);
+        self.failed.push(Failed {
+            id,
+            error: error.to_string(),
+            rejected,
+            retry_in: options.rejection_backoff(rejections),
+            park,
+        });
+        if !rejected {
+            self.broker_error.get_or_insert(error);
+        }
+    }
+}
+
+/// Whether a failure is the row's own (the broker refused this message, or
+/// it cannot be made into one) rather than the broker's being unreachable
+/// or slow, which says nothing about the row and must never park it.
+fn is_rejection(error: &Error) -> bool {
+    match error {
+        Error::InvalidRow { .. } | Error::Serialise(_) => true,
+        Error::Broker(error) => matches!(
+            error,
+            keel_messaging::Error::Unroutable { .. }
+                | keel_messaging::Error::Nacked { .. }
+                | keel_messaging::Error::Serialise(_)
+        ),
+        Error::Database(_) => false,
+    }
+}
+
+async fn prune(pool: &Pool, options: &RelayOptions, stop: &CancellationToken) -> Result<u64> {
+    let retention_secs = i64::try_from(options.retention.as_secs()).unwrap_or(i64::MAX);
+    let mut total = 0;
+    for statement in [
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+         WHERE published_at < now() - make_interval(secs => $1::bigint) LIMIT $2)",
+        "DELETE FROM inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id \
+         FROM inbox WHERE processed_at < now() - make_interval(secs => $1::bigint) LIMIT $2)",
+    ] {
+        loop {
+            if stop.is_cancelled() {
+                return Ok(total);
+            }
+            // A connection per statement: a long prune never keeps one
+            // from the service's other work.
+            let client = pool.get().await?;
+            let deleted = client
+                .execute(statement, &[&retention_secs, &PRUNE_BATCH])
+                .await?;
+            drop(client);
+            total += deleted;
+            if deleted < PRUNE_BATCH.unsigned_abs() {
+                break;
+            }
+            // Let the writers and the relay in between statements.
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(total)
+}
+
+async fn prune_periodically(pool: Pool, options: RelayOptions, stop: CancellationToken) {
+    loop {
+        match prune(&pool, &options, &stop).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "pruned old outbox and inbox rows"),
+            Err(error) => tracing::warn!(error = %error, "outbox pruning failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(options.prune_interval) => {}
+        }
+    }
+}
+
+async fn measure(pool: &Pool) -> Result<Backlog> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE parked_at IS NULL), \
+                    count(*) FILTER (WHERE parked_at IS NOT NULL), \
+                    coalesce(extract(epoch FROM now() - min(created_at) \
+                      FILTER (WHERE parked_at IS NULL))::float8, 0) \
+             FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(Backlog {
+        rows: row.get(0),
+        parked: row.get(1),
+        oldest_seconds: row.get::<_, f64>(2).max(0.0),
+    })
+}
+
+async fn measure_periodically(
+    pool: Pool,
+    interval: Duration,
+    metrics: RelayMetrics,
+    stop: CancellationToken,
 ) {
-    match result {
-        Ok(()) => confirmed.push(id),
-        Err(error) => {
-            failed.push((id, error.to_string()));
-            first_error.get_or_insert(error);
+    loop {
+        match measure(&pool).await {
+            Ok(backlog) => metrics.set_backlog(&backlog),
+            Err(error) => tracing::warn!(error = %error, "cannot measure the outbox backlog"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

@@ -57,5 +57,24 @@ CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT
 CREATE INDEX inbox_processed ON inbox (processed_at);
 "#,
         },
+        Migration {
+            version: 3,
+            name: "outbox_parking",
+            sql: r#"
+-- A row the broker keeps refusing (returned as unroutable, nacked) or that
+-- cannot be turned into a message is retried with a backoff and, after
+-- `outbox.max_rejections` such refusals, parked: the relay skips it until an
+-- operator unparks it (keel_outbox::unpark). Broker outages never count
+-- here (`attempts` counts every failed try, `rejections` only the row's own).
+-- Columns only, no new index: adding nullable or constant-default columns
+-- is a catalog change, where a new index would scan the whole history at
+-- deploy. Parked and waiting rows stay in `outbox_unpublished` and the
+-- relay reads past them; they are few, and alerted on (ADR 0024).
+ALTER TABLE outbox
+    ADD COLUMN rejections      integer NOT NULL DEFAULT 0,
+    ADD COLUMN next_attempt_at timestamptz,
+    ADD COLUMN parked_at       timestamptz;
+"#,
+        },
     ],
 };

@@ -551,3 +551,332 @@ async fn pruning_removes_old_published_rows_and_claims_but_never_an_unpublished_
     assert!(inbox::claim(&client, "c", old_claim).await.unwrap());
     test.cleanup().await;
 }
+
+/// Options that retry a refused row at once and park it after `max` refusals.
+fn parking_options(max: u32) -> RelayOptions {
+    RelayOptions {
+        max_rejections: max,
+        rejection_backoff_min: Duration::from_millis(10),
+        rejection_backoff_max: Duration::from_millis(20),
+        ..RelayOptions::default()
+    }
+}
+
+/// Inserts a job row nobody's queue is bound to (the soak's poison), as the
+/// oldest row of the outbox.
+async fn enqueue_unroutable_job(pool: &Pool, routing_key: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO outbox (id, target, routing_key, message_type, payload, created_at) \
+             VALUES ($1, 'jobs', $2, 'test.unroutable', '{}'::jsonb, now() - interval '1 minute')",
+            &[&id, &routing_key],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// `(published, parked, rejections, last_error)` of one row.
+async fn row_state(pool: &Pool, id: Uuid) -> (bool, bool, i32, Option<String>) {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT published_at IS NOT NULL, parked_at IS NOT NULL, rejections, last_error \
+             FROM outbox WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+/// Runs passes until `id` is parked (each pass after the row's backoff).
+async fn publish_until_parked(relay: &Relay, pool: &Pool, id: Uuid) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !row_state(pool, id).await.1 {
+        assert!(tokio::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        relay.publish_pending().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unpublishable_row_is_parked_with_its_reason_while_the_rows_behind_it_flow() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let poison = enqueue_unroutable_job(db.pool(), "nobody-binds-this").await;
+    let behind = enqueue_jobs(db.pool(), 5).await;
+    let relay = relay(&db, test.settings(), parking_options(3));
+
+    // The first pass publishes the rows behind the refused one.
+    assert_eq!(relay.publish_pending().await.unwrap(), 5);
+    let (published, parked, rejections, last_error) = row_state(db.pool(), poison).await;
+    assert!(!published && !parked);
+    assert_eq!(rejections, 1);
+    assert!(last_error.unwrap().contains("unroutable"));
+    let channel = test.channel().await;
+    let queue = test.topology().job_queue(JobQueue::Webhook).name;
+    let seen = drain(&channel, &queue, behind.len()).await;
+    assert!(behind.iter().all(|id| seen.contains_key(id)));
+
+    // Retried after its backoff, then parked with its reason.
+    publish_until_parked(&relay, db.pool(), poison).await;
+    let (published, parked, rejections, last_error) = row_state(db.pool(), poison).await;
+    assert!(!published && parked, "parked, never marked published");
+    assert_eq!(rejections, 3);
+    assert!(last_error.as_deref().unwrap().contains("nobody-binds-this"));
+    let listed = keel_outbox::parked(db.pool(), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, poison);
+    // The relay skips it now; new rows still flow.
+    enqueue_jobs(db.pool(), 2).await;
+    assert_eq!(relay.publish_pending().await.unwrap(), 2);
+    assert_eq!(row_state(db.pool(), poison).await.2, 3, "not tried again");
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_parked_row_goes_out_once_unparked_after_its_cause_is_fixed() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let key = "late-queue";
+    let poison = enqueue_unroutable_job(db.pool(), key).await;
+    let relay = relay(&db, test.settings(), parking_options(2));
+    relay.publish_pending().await.unwrap();
+    publish_until_parked(&relay, db.pool(), poison).await;
+
+    // The cause is fixed: a queue now takes that key.
+    let channel = test.channel().await;
+    let queue = format!("{}.jobs.{key}", test.namespace());
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            test.topology().jobs_exchange().as_str().into(),
+            key.into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(relay.publish_pending().await.unwrap(), 0, "still parked");
+
+    assert_eq!(
+        keel_outbox::unpark(db.pool(), Some(&[poison]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    let (published, parked, rejections, _) = row_state(db.pool(), poison).await;
+    assert!(published && !parked);
+    assert_eq!(rejections, 0);
+    let seen = drain(&channel, &queue, 1).await;
+    assert!(seen.contains_key(&poison));
+    assert!(keel_outbox::parked(db.pool(), 10).await.unwrap().is_empty());
+    channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    test.cleanup().await;
+}
+
+async fn enqueue_events(pool: &Pool, events: &[&Envelope<DomainEvent>]) {
+    let mut client = pool.get().await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    for event in events {
+        enqueue_event(&transaction, event).await.unwrap();
+    }
+    transaction.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_with_no_queue_bound_is_not_marked_published_and_arrives_once_the_queue_exists() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let channel = test.channel().await;
+    let analytics = test.topology().event_queue("analytics").name;
+    // Analytics has never started: nobody declared its queue.
+    channel
+        .queue_delete(
+            analytics.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let relay = relay(&db, test.settings(), parking_options(5));
+
+    // The producer's own connect declares the durable subscribers' queues,
+    // so an event published before analytics ever ran waits for it.
+    let early = order_created(100);
+    enqueue_events(db.pool(), &[&early]).await;
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert!(drain(&channel, &analytics, 1).await.contains_key(&early.id));
+
+    // The queue is gone again (deleted by hand): the event comes back and
+    // stays in the outbox instead of being confirmed into nowhere.
+    let channel = test.channel().await;
+    channel
+        .queue_delete(
+            analytics.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let orphan = order_created(200);
+    enqueue_events(db.pool(), &[&orphan]).await;
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    let (published, parked, rejections, last_error) = row_state(db.pool(), orphan.id).await;
+    assert!(!published && !parked);
+    assert_eq!(rejections, 1);
+    assert!(last_error.unwrap().contains("unroutable"));
+
+    // Once the queue exists again, the next try delivers it.
+    let channel = test.channel().await;
+    test.topology()
+        .declare_event_queue(&channel, "analytics", &["#"])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !row_state(db.pool(), orphan.id).await.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        relay.publish_pending().await.unwrap();
+    }
+    assert!(
+        drain(&channel, &analytics, 1)
+            .await
+            .contains_key(&orphan.id)
+    );
+    test.cleanup().await;
+}
+
+async fn outbox_rows(pool: &Pool) -> i64 {
+    let client = pool.get().await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn pruning_a_large_history_does_not_stop_publishing() {
+    const HISTORY: i64 = 300_000;
+    let test = TestBroker::new().await;
+    let db = database().await;
+    {
+        let client = db.pool().get().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO outbox (id, target, routing_key, message_type, payload, created_at, published_at) \
+                 SELECT gen_random_uuid(), 'jobs', 'webhook', 'webhook.process', '{}'::jsonb, \
+                        now() - interval '9 days', now() - interval '8 days' \
+                 FROM generate_series(1, $1::bigint)",
+                &[&HISTORY],
+            )
+            .await
+            .unwrap();
+    }
+    let relay = relay(
+        &db,
+        test.settings(),
+        RelayOptions {
+            poll_interval: Duration::from_millis(100),
+            ..RelayOptions::default()
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    // Pruning has started.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while outbox_rows(db.pool()).await == HISTORY {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pruning never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    enqueue_jobs(db.pool(), 1).await;
+    wait_until_all_published(db.pool()).await;
+    let left = outbox_rows(db.pool()).await;
+    assert!(
+        left > 1,
+        "the job went out only after the whole history was pruned ({left} rows left)"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn parked_rows_and_backlog_age_are_exported_as_metrics() {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    let ids = enqueue_jobs(db.pool(), 3).await;
+    let client = db.pool().get().await.unwrap();
+    client
+        .execute(
+            "UPDATE outbox SET created_at = now() - interval '10 minutes' WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE outbox SET parked_at = now(), created_at = now() - interval '1 hour' \
+             WHERE id = $1",
+            &[&ids[1]],
+        )
+        .await
+        .unwrap();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("keel");
+    let metrics = RelayMetrics::register(&mut registry);
+    let relay = relay_with_metrics(&db, test.settings(), RelayOptions::default(), metrics);
+    relay.measure().await.unwrap();
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("keel_outbox_parked_rows 1\n"), "{text}");
+    assert!(text.contains("keel_outbox_backlog_rows 2\n"), "{text}");
+    let age: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("keel_outbox_oldest_unpublished_seconds "))
+        .expect("age exported")
+        .parse()
+        .unwrap();
+    // The parked row is older, but it is not what the relay is behind on.
+    assert!((600.0..900.0).contains(&age), "{age}");
+
+    // Every outbox metric the alert rules use exists.
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/alerts/outbox.yaml"),
+    )
+    .unwrap();
+    let used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("keel_outbox_"))
+        .collect();
+    assert!(!used.is_empty());
+    for name in used {
+        assert!(
+            text.contains(&format!("\n{name} ")),
+            "alert uses unknown metric {name}"
+        );
+    }
+    test.cleanup().await;
+}
