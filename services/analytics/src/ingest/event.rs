@@ -1,6 +1,7 @@
 //! One domain event as analytics keeps it, and what it adds to the rollups.
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use keel_contracts::Envelope;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -11,17 +12,55 @@ pub const ACTIVE_USERS: &str = "active_users";
 /// The `user_id` under which store-wide figures are kept.
 pub const STORE: Uuid = Uuid::nil();
 
-/// The envelope read generically: a type this service does not know yet is
-/// still kept raw and counted, so a new event never stalls the queue.
+/// An event as analytics keeps it: the contract's envelope
+/// ([`keel_contracts::Envelope`], whose fields are not re-declared here)
+/// around a body read generically, so a type this service does not know
+/// yet is still kept raw and counted and a new event never stalls the
+/// queue.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "Envelope<RawBody>")]
 pub struct RawEvent {
     pub id: Uuid,
-    #[serde(rename = "type")]
     pub kind: String,
+    /// The envelope's `u16` version, as the `int2` column holds it.
     pub version: i16,
     pub occurred_at: DateTime<Utc>,
-    #[serde(default)]
     pub data: serde_json::Value,
+}
+
+/// The envelope's body, untyped: the `type` tag and its `data`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+/// An envelope analytics cannot store.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The `int2` column holds versions up to `i16::MAX`; no event type is
+    /// anywhere near it, so a larger one is refused (dead-lettered) rather
+    /// than stored wrapped.
+    #[error("version {0} is beyond what analytics stores ({max})", max = i16::MAX)]
+    VersionOutOfRange(u16),
+}
+
+impl TryFrom<Envelope<RawBody>> for RawEvent {
+    type Error = EventError;
+
+    fn try_from(envelope: Envelope<RawBody>) -> Result<Self, Self::Error> {
+        let version = i16::try_from(envelope.version)
+            .map_err(|_| EventError::VersionOutOfRange(envelope.version))?;
+        Ok(Self {
+            id: envelope.id,
+            kind: envelope.body.kind,
+            version,
+            occurred_at: envelope.occurred_at,
+            data: envelope.body.data,
+        })
+    }
 }
 
 /// The fields of an order event that revenue needs.
@@ -278,5 +317,19 @@ mod tests {
         assert!(event("revenue", json!({})).validate().is_err());
         assert!(event("", json!({})).validate().is_err());
         assert!(event("order.created", json!({})).validate().is_ok());
+    }
+
+    #[test]
+    fn the_envelope_is_read_through_the_contract_and_an_unstorable_version_is_refused() {
+        let envelope = |version: u32| {
+            json!({
+                "id": Uuid::nil(), "type": "user.registered", "version": version,
+                "occurred_at": "2026-01-31T23:59:59Z", "data": {"user_id": Uuid::nil()},
+            })
+        };
+        let event: RawEvent = serde_json::from_value(envelope(1)).unwrap();
+        assert_eq!((event.kind.as_str(), event.version), ("user.registered", 1));
+        let refused = serde_json::from_value::<RawEvent>(envelope(40_000)).unwrap_err();
+        assert!(refused.to_string().contains("version 40000"), "{refused}");
     }
 }
