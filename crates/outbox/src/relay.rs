@@ -7,6 +7,12 @@
 //! before the commit leaves the rows unpublished, so they go out again:
 //! at-least-once, which the consumers' inbox turns into once.
 //!
+//! A row the broker refuses (returned as unroutable, nacked) or that cannot
+//! be read waits with a backoff while the rest of the batch flows, and is
+//! parked after `max_rejections` refusals; a broker that is down or slow
+//! stops the batch instead and never counts against a row (ADR 0024).
+//! Pruning and backlog measuring run on tasks of their own.
+//!
 //! The relay wakes on `NOTIFY outbox_<schema>` (sent by the enqueue on
 //! commit) and, as a fallback for missed notifications, every poll interval.
 
@@ -284,9 +290,11 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Publishes one batch of the oldest unpublished rows and marks the
-    /// confirmed ones; returns how many were published. Fails (after
-    /// committing what was confirmed) when any publish failed.
+    /// Publishes one batch of the oldest unpublished rows that are neither
+    /// parked nor waiting out a refusal's backoff, marks the confirmed ones
+    /// and records the refused ones (parking those past
+    /// `max_rejections`); returns how many were published. Fails (after
+    /// committing what was confirmed) when the broker itself failed.
     ///
     /// Public so tests and tools can drain the outbox deterministically.
     pub async fn publish_pending(&self) -> Result<usize> {
