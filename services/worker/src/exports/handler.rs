@@ -58,7 +58,7 @@ impl ExportHandler {
 
     async fn run(&self, export_id: Uuid, message: &Incoming) -> Result<(), HandlerError> {
         let attempt = message.attempt();
-        let mut client = self.pool.get().await.map_err(HandlerError::transient)?;
+        let mut client = self.pool.get().await.map_err(HandlerError::unavailable)?;
         let owner = format!("{}/{}", self.instance, message.id());
         // A redelivery means the consumer that had this job is gone: its
         // lease, live or not, belongs to a builder presumed dead.
@@ -89,6 +89,7 @@ impl ExportHandler {
                 self.fail_unleased(export_id, UNREADABLE).await?;
                 return Err(HandlerError::permanent(e));
             }
+            Err(e) if e.is_unavailable() => return Err(HandlerError::unavailable(e)),
             Err(e) => return Err(HandlerError::transient(e)),
         };
         tracing::info!(%export_id, attempt, generation = lease.generation, format = export.format.as_str(), "building export");
@@ -153,7 +154,7 @@ impl ExportHandler {
     /// or dead-lettered, and the sweeper fails the export once its lease
     /// has long run out (ADR 0025), so the user's slot is freed either way.
     async fn fail(&self, lease: &Lease, message: &str) -> Result<(), HandlerError> {
-        let mut client = self.pool.get().await.map_err(HandlerError::transient)?;
+        let mut client = self.pool.get().await.map_err(HandlerError::unavailable)?;
         match leases::fail(&mut client, lease, message, self.retention).await {
             Ok(_) | Err(exports::Error::LeaseLost { .. }) => Ok(()),
             Err(e) => Err(HandlerError::transient(e)),
@@ -162,7 +163,7 @@ impl ExportHandler {
 
     /// Fails an export no lease could be taken on (its row is unreadable).
     async fn fail_unleased(&self, export_id: Uuid, message: &str) -> Result<(), HandlerError> {
-        let mut client = self.pool.get().await.map_err(HandlerError::transient)?;
+        let mut client = self.pool.get().await.map_err(HandlerError::unavailable)?;
         match exports::fail(&mut client, export_id, message, self.retention).await {
             Ok(_) | Err(exports::Error::IllegalTransition(_)) => Ok(()),
             Err(e) => Err(HandlerError::transient(e)),

@@ -60,6 +60,23 @@ impl ProcessingError {
     }
 }
 
+impl ProcessingError {
+    /// True when PostgreSQL could not be reached: the consumer holds the
+    /// job until it is back instead of spending one of its attempts
+    /// (ADR 0022).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ProcessingError::Payment { source, .. } | ProcessingError::Store(source) => {
+                source.is_unavailable()
+            }
+            ProcessingError::Event(ProcessError::Database(e)) | ProcessingError::Database(e) => {
+                e.is_unavailable()
+            }
+            _ => false,
+        }
+    }
+}
+
 fn store_is_transient(error: &keel_commerce::orders::Error) -> bool {
     match error {
         keel_commerce::orders::Error::Database(e) => database_is_transient(e),

@@ -368,6 +368,12 @@ impl Handler for WebhookHandler {
                 inner.metrics.count(&source, outcome);
                 Ok(())
             }
+            Err(error) if error.is_unavailable() => {
+                // Nothing to record: the database is away. The consumer
+                // holds the job, its attempt unspent, until it is back.
+                inner.metrics.count(&source, "held");
+                Err(HandlerError::unavailable(error))
+            }
             Err(error) => {
                 let permanent = !error.is_transient();
                 let last = permanent || message.attempt() >= inner.max_attempts;
