@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use keel_db::Pool;
-use keel_messaging::Broker;
+use keel_messaging::{Broker, Session, SessionEnd};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -40,12 +40,6 @@ pub struct Archiver {
     metrics: ArchiverMetrics,
 }
 
-/// Why a consuming session ended.
-enum SessionEnd {
-    Stopped,
-    Lost(String),
-}
-
 impl Archiver {
     /// `pool` is pinned to the schema holding `dead_letters` (`store`).
     pub fn new(broker: Broker, pool: Pool, metrics: ArchiverMetrics) -> Self {
@@ -56,53 +50,22 @@ impl Archiver {
         }
     }
 
-    /// Runs until `shutdown` is cancelled; reconnects to the broker with the
-    /// `amqp.reconnect` backoff whenever the channel is lost.
+    /// Runs until `shutdown` is cancelled, on the broker's shared session
+    /// loop (`amqp.reconnect` backoff with jitter) whenever the channel is
+    /// lost.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
-        loop {
-            let Some(channel) = self.broker.channel_with_retry(&shutdown).await else {
-                return;
-            };
-            let end = self.session(&channel, &shutdown).await;
-            // Unacked messages (one being retried at shutdown, prefetched
-            // ones) return to the queue with the channel.
-            if channel.status().connected()
-                && let Err(error) = channel
-                    .close(200, ShortString::from("archiver stopped"))
-                    .await
-            {
-                tracing::debug!(error = %error, "closing the archiver channel failed");
-            }
-            match end {
-                SessionEnd::Stopped => {
-                    tracing::info!("dead-letter archiver stopped");
-                    return;
-                }
-                SessionEnd::Lost(error) => {
-                    failures += 1;
-                    let delay = self.broker.settings().reconnect.delay(failures);
-                    tracing::warn!(
-                        error,
-                        ?delay,
-                        "dead-letter archiver lost its channel; reconnecting"
-                    );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        let broker = self.broker.clone();
+        keel_messaging::run_sessions(&broker, &self, &shutdown).await;
+        tracing::info!("dead-letter archiver stopped");
     }
 
-    async fn session(&self, channel: &Channel, shutdown: &CancellationToken) -> SessionEnd {
-        let queue = self.broker.topology().dead_queue();
-        let mut consumer = match self.start(channel, &queue).await {
-            Ok(consumer) => consumer,
-            Err(error) => return SessionEnd::Lost(error.to_string()),
-        };
-        tracing::info!(%queue, "archiving dead letters");
+    async fn consume(
+        &self,
+        channel: &Channel,
+        consumer: &mut lapin::Consumer,
+        queue: &str,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
         let tag = consumer.tag();
         loop {
             tokio::select! {
@@ -121,8 +84,8 @@ impl Archiver {
                             return SessionEnd::Stopped;
                         }
                     }
-                    Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
-                    None => return SessionEnd::Lost(format!("the broker cancelled the consumer on {queue}")),
+                    Some(Err(error)) => return SessionEnd::Lost(error.into()),
+                    None => return SessionEnd::Lost(keel_messaging::Error::ConsumerCancelled(queue.to_owned())),
                 },
             }
         }
@@ -213,4 +176,32 @@ impl Archiver {
 /// the database is one more dependency to wait for.
 fn retry_delay(broker: &Broker, failures: u32) -> Duration {
     broker.settings().reconnect.delay(failures)
+}
+
+impl Session for Archiver {
+    fn name(&self) -> &str {
+        "dead-letter archiver"
+    }
+
+    async fn run_session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
+        let queue = self.broker.topology().dead_queue();
+        let end = match self.start(&channel, &queue).await {
+            Ok(mut consumer) => {
+                tracing::info!(%queue, "archiving dead letters");
+                self.consume(&channel, &mut consumer, &queue, shutdown)
+                    .await
+            }
+            Err(error) => SessionEnd::Failed(error.into()),
+        };
+        // Unacked messages (one being retried at shutdown, prefetched ones)
+        // return to the queue with the channel.
+        if channel.status().connected()
+            && let Err(error) = channel
+                .close(200, ShortString::from("archiver stopped"))
+                .await
+        {
+            tracing::debug!(error = %error, "closing the archiver channel failed");
+        }
+        end
+    }
 }
