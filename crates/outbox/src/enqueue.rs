@@ -11,6 +11,14 @@ use crate::error::Result;
 /// Queues a job for publishing to the jobs exchange. Pass the open
 /// transaction that writes the state the job refers to: the row commits (and
 /// the relay is notified) only with it.
+///
+/// The NOTIFY makes the transaction commit one at a time with every other
+/// notifying one (see [`wake_relays`]): right for occasional writes (admin
+/// actions, exports, account changes), wrong for a path many requests take
+/// at once. Those write an [`OutboxRow`] without NOTIFY, inside their own
+/// statement or with [`OutboxRow::insert_without_notify`], and wake the
+/// relay after their commit (`Relay::waker`): webhook capture, the worker,
+/// `POST /api/v1/orders`.
 pub async fn enqueue_job(client: &impl GenericClient, envelope: &Envelope<Job>) -> Result<()> {
     OutboxRow::job(envelope)?.insert(client).await
 }

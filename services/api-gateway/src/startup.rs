@@ -156,6 +156,7 @@ impl Application {
 
         let orders = OrdersArea::build(
             pool.clone(),
+            relay.waker(),
             redis.clone(),
             &settings.redis,
             &settings.orders,

@@ -143,8 +143,10 @@ pub async fn claim(
     fingerprint: Fingerprint,
     expires_at: DateTime<Utc>,
 ) -> Result<Claim> {
-    let claimed = tx
-        .query_opt(
+    // Prepared once per connection, like every statement on this path:
+    // a text query costs a parse round trip each time.
+    let insert = tx
+        .prepare_cached(
             "INSERT INTO idempotency_keys (user_id, key, fingerprint, expires_at) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id, key) DO UPDATE \
@@ -153,6 +155,11 @@ pub async fn claim(
                      created_at = now() \
                  WHERE idempotency_keys.expires_at <= now() \
              RETURNING 1",
+        )
+        .await?;
+    let claimed = tx
+        .query_opt(
+            &insert,
             &[&user_id, &key, &fingerprint.0.as_slice(), &expires_at],
         )
         .await?;
@@ -160,13 +167,13 @@ pub async fn claim(
         return Ok(Claim::Claimed);
     }
     // The conflicting row is committed (the insert waited for it) and live.
-    let row = tx
-        .query_one(
+    let stored = tx
+        .prepare_cached(
             "SELECT fingerprint, response_status, response_body, response_location \
              FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-            &[&user_id, &key],
         )
         .await?;
+    let row = tx.query_one(&stored, &[&user_id, &key]).await?;
     Ok(settle(&row, fingerprint))
 }
 
@@ -197,10 +204,15 @@ pub async fn complete(
     key: &str,
     response: &StoredResponse,
 ) -> Result<()> {
+    let update = tx
+        .prepare_cached(
+            "UPDATE idempotency_keys \
+             SET response_status = $3, response_body = $4, response_location = $5 \
+             WHERE user_id = $1 AND key = $2",
+        )
+        .await?;
     tx.execute(
-        "UPDATE idempotency_keys \
-         SET response_status = $3, response_body = $4, response_location = $5 \
-         WHERE user_id = $1 AND key = $2",
+        &update,
         &[
             &user_id,
             &key,

@@ -48,24 +48,58 @@ fn from_row(row: &Row) -> Result<Order> {
     })
 }
 
-/// Inserts the order, its items and its `order.created` event. Takes the
-/// caller's transaction so that other writes (an idempotency record) commit
-/// or roll back with it; the caller commits.
-pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
+/// Inserts the order, its lines and its `order.created` outbox row in one
+/// statement (one round trip, atomic on its own), and returns the order.
+///
+/// Pass a plain client for an order that commits alone (the statement then
+/// is its own transaction), or the caller's transaction when other writes
+/// must commit or roll back with it (an idempotency record); the caller
+/// commits.
+///
+/// The outbox row carries no NOTIFY: PostgreSQL serialises the commits of
+/// notifying transactions across their WAL flush, which capped concurrent
+/// order writes at one per flush (ADR 0027). Wake the relay after the
+/// commit (`keel_outbox::RelayWaker`; its poll finds the row otherwise).
+pub async fn create(client: &impl GenericClient, order: &NewOrder) -> Result<Order> {
     let id = Uuid::now_v7();
     let source = order.source.as_string();
     let total = order.total_cents();
-    // Prepared once per connection: one round trip per statement after that.
-    let insert = tx
+    let lines = Lines::of(&order.items);
+    // The event carries no timestamps, so it is known before the insert
+    // and can ride in the same statement.
+    let event = OutboxRow::event(&Envelope::new(DomainEvent::OrderCreated(
+        keel_contracts::events::OrderSnapshot {
+            order_id: id,
+            user_id: order.user_id,
+            status: OrderStatus::Pending.as_str().to_owned(),
+            currency: order.currency.as_str().to_owned(),
+            total_cents: total,
+            source: source.clone(),
+        },
+    )))?;
+    // The lines and the event are written `FROM inserted`, so they exist
+    // only with the order; a failure anywhere (a duplicate external_id)
+    // fails the statement and leaves nothing. Prepared once per connection.
+    let statement = client
         .prepare_cached(
-            "INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source) \
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) \
-             RETURNING created_at, updated_at",
+            "WITH inserted AS ( \
+                 INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source) \
+                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) \
+                 RETURNING id, created_at, updated_at \
+             ), lines AS ( \
+                 INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
+                 SELECT inserted.id, p, s, q, u FROM inserted, \
+                     unnest($8::int[], $9::text[], $10::int[], $11::bigint[]) AS t(p, s, q, u) \
+             ), event AS ( \
+                 INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
+                 SELECT $12::uuid, $13::text, $14::text, $15::text, $16::jsonb, $17::jsonb FROM inserted \
+             ) \
+             SELECT created_at, updated_at FROM inserted",
         )
         .await?;
-    let row = tx
+    let row = client
         .query_one(
-            &insert,
+            &statement,
             &[
                 &id,
                 &order.external_id.as_ref().map(|e| e.as_str()),
@@ -74,11 +108,20 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
                 &order.customer_email.as_ref().map(|e| e.as_str()),
                 &order.user_id,
                 &source,
+                &lines.positions,
+                &lines.skus,
+                &lines.quantities,
+                &lines.prices,
+                &event.id,
+                &event.target,
+                &event.routing_key,
+                &event.message_type,
+                &event.payload,
+                &event.headers,
             ],
         )
         .await?;
-    insert_items(tx, id, &order.items).await?;
-    let created = Order {
+    Ok(Order {
         id,
         external_id: order.external_id.as_ref().map(|e| e.as_str().to_owned()),
         status: OrderStatus::Pending,
@@ -99,21 +142,32 @@ pub async fn create(tx: &Transaction<'_>, order: &NewOrder) -> Result<Order> {
         fulfillment_status: None,
         created_at: row.try_get(0)?,
         updated_at: row.try_get(1)?,
-    };
-    keel_outbox::enqueue_event(
-        tx,
-        &Envelope::new(DomainEvent::OrderCreated(created.snapshot())),
-    )
-    .await?;
-    Ok(created)
+    })
+}
+
+/// An order's lines as column arrays, for `unnest` (one statement however
+/// many lines).
+struct Lines<'a> {
+    positions: Vec<i32>,
+    skus: Vec<&'a str>,
+    quantities: Vec<i32>,
+    prices: Vec<i64>,
+}
+
+impl<'a> Lines<'a> {
+    fn of(items: &'a [NewItem]) -> Self {
+        Self {
+            positions: (0..).take(items.len()).collect(),
+            skus: items.iter().map(|i| i.sku.as_str()).collect(),
+            quantities: items.iter().map(|i| i.quantity.get()).collect(),
+            prices: items.iter().map(|i| i.unit_price_cents.get()).collect(),
+        }
+    }
 }
 
 /// Inserts all lines of an order in one statement, whatever their number.
 async fn insert_items(tx: &Transaction<'_>, order_id: Uuid, items: &[NewItem]) -> Result<()> {
-    let positions: Vec<i32> = (0..).take(items.len()).collect();
-    let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
-    let quantities: Vec<i32> = items.iter().map(|i| i.quantity.get()).collect();
-    let prices: Vec<i64> = items.iter().map(|i| i.unit_price_cents.get()).collect();
+    let lines = Lines::of(items);
     let insert_items = tx
         .prepare_cached(
             "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
@@ -122,7 +176,13 @@ async fn insert_items(tx: &Transaction<'_>, order_id: Uuid, items: &[NewItem]) -
         .await?;
     tx.execute(
         &insert_items,
-        &[&order_id, &positions, &skus, &quantities, &prices],
+        &[
+            &order_id,
+            &lines.positions,
+            &lines.skus,
+            &lines.quantities,
+            &lines.prices,
+        ],
     )
     .await?;
     Ok(())

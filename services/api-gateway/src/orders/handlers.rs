@@ -92,24 +92,39 @@ pub async fn create(
         expires_at: Utc::now() + ttl,
     });
     let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
-    let tx = match idempotency::begin(&mut client, key).await? {
-        NextAction::Proceed(tx) => tx,
-        NextAction::Replay(stored) => return Ok(replay(&stored)),
-        NextAction::Conflict => return Err(OrdersError::IdempotencyKeyReused),
+    let location = |id: Uuid| format!("{}/{}", req.path().trim_end_matches('/'), id);
+    let (cached, location) = match &key {
+        // Without a key the order's one statement is its own transaction:
+        // one round trip, order, lines and event committed together.
+        None => {
+            let order = orders::create(&client, &new).await?;
+            let location = location(order.id);
+            (cached_order(order)?, location)
+        }
+        // With a key, the claim and the stored response commit with it.
+        Some(key) => {
+            let tx = match idempotency::begin(&mut client, Some(*key)).await? {
+                NextAction::Proceed(tx) => tx,
+                NextAction::Replay(stored) => return Ok(replay(&stored)),
+                NextAction::Conflict => return Err(OrdersError::IdempotencyKeyReused),
+            };
+            let order = orders::create(&tx, &new).await?;
+            let location = location(order.id);
+            let cached = cached_order(order)?;
+            let stored = StoredResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: cached.body.to_vec(),
+                location: Some(location.clone()),
+            };
+            idempotency::complete(&tx, key.user_id, key.key, &stored).await?;
+            tx.commit().await.map_err(keel_db::Error::from)?;
+            (cached, location)
+        }
     };
-    let order = orders::create(&tx, &new).await?;
-    let cached = CachedOrder::new(order).map_err(|e| OrdersError::Unexpected(e.into()))?;
-    let location = format!("{}/{}", req.path().trim_end_matches('/'), cached.order.id);
-    if let Some(key) = &key {
-        let stored = StoredResponse {
-            status: StatusCode::CREATED.as_u16(),
-            body: cached.body.to_vec(),
-            location: Some(location.clone()),
-        };
-        idempotency::complete(&tx, key.user_id, key.key, &stored).await?;
-    }
-    tx.commit().await.map_err(keel_db::Error::from)?;
     drop(client);
+    // The event's outbox row carries no NOTIFY (it would serialise
+    // concurrent commits): raise this process's relay now it is committed.
+    orders.waker.wake();
     orders.cache.written(&cached.order).await;
 
     Ok(HttpResponse::Created()
@@ -117,6 +132,10 @@ pub async fn create(
         .insert_header((header::ETAG, cached.etag.clone()))
         .content_type(JSON)
         .body(cached.body.clone()))
+}
+
+fn cached_order(order: keel_commerce::orders::domain::Order) -> Result<CachedOrder, OrdersError> {
+    CachedOrder::new(order).map_err(|e| OrdersError::Unexpected(e.into()))
 }
 
 /// The stored first response, marked as a replay (as Stripe does).

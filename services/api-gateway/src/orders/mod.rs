@@ -26,6 +26,7 @@ use actix_web::web;
 use keel_cache::{Redis, RedisSettings};
 use keel_db::Pool;
 use keel_http::Problem;
+use keel_outbox::RelayWaker;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -40,6 +41,9 @@ pub struct Orders {
     pool: Pool,
     cache: OrderCache,
     idempotency_ttl: Duration,
+    /// Raises this process's outbox relay after an order commits (its
+    /// `order.created` row carries no NOTIFY; ADR 0027).
+    waker: RelayWaker,
 }
 
 /// The area, built at start-up: its state for the routes, and the
@@ -51,8 +55,11 @@ pub struct OrdersArea {
 }
 
 impl OrdersArea {
+    /// `waker`: the in-process relay's (`keel_outbox::Relay::waker`), as
+    /// the webhook capture uses.
     pub fn build(
         pool: Pool,
+        waker: RelayWaker,
         redis: Redis,
         redis_settings: &RedisSettings,
         settings: &OrdersSettings,
@@ -65,6 +72,7 @@ impl OrdersArea {
                 pool,
                 cache,
                 idempotency_ttl: settings.idempotency_ttl,
+                waker,
             },
             subscriber,
         })

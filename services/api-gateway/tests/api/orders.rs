@@ -563,3 +563,70 @@ async fn an_external_id_is_unique_per_customer_not_across_customers() {
     let all: Value = app.list(As::admin(), "").await.json().await.unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_created_order_is_published_without_waiting_for_the_relays_poll() {
+    // The order's outbox row carries no NOTIFY (it would serialise
+    // concurrent commits): the handler raises the in-process relay after
+    // the commit, and order.created goes out at once, poll or no poll.
+    let env = OrdersEnv::with_relay().await;
+    let broker = env.broker.as_ref().unwrap();
+    let channel = broker.channel().await;
+    let queue = broker
+        .topology()
+        .declare_event_queue(&channel, "orders-test", &["order.created"])
+        .await
+        .unwrap()
+        .name;
+    let app = env
+        .spawn_with(|s| s.outbox.poll_interval = std::time::Duration::from_secs(120))
+        .await;
+    // The relay's first pass (at start) must be over, or it would find the
+    // row without being woken: it LISTENs once that pass is under way.
+    let pool = env.pool().clone();
+    let listening = || async {
+        pool.get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while listening().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let order = app.create_ok(As::customer()).await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let message = loop {
+        let got = channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        if let Some(message) = got {
+            break message;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "order.created not published 10 s after the commit (poll interval 120 s)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(message.delivery.routing_key.as_str(), "order.created");
+    let event: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(event["data"]["order_id"], order["id"]);
+}

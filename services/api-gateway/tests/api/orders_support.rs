@@ -26,6 +26,8 @@ use api_gateway::startup::migrations;
 use keel_cache::Redis;
 use keel_db::Pool;
 use keel_http::{Operational, Readiness, Routes, Server};
+use keel_messaging::Publisher;
+use keel_outbox::{Relay, RelayMetrics, RelayWaker};
 use keel_testkit::broker::TestBroker;
 use keel_testkit::database::TestDatabase;
 use keel_testkit::redis::TestRedis;
@@ -42,6 +44,9 @@ pub struct OrdersEnv {
     /// With a broker, every instance also consumes `order.*` events from
     /// `{ns}.events` on a queue of its own, as the gateway does.
     pub broker: Option<TestBroker>,
+    /// Every instance runs the outbox relay as the gateway does (needs the
+    /// broker), with the relay options of the settings.
+    pub relay: bool,
 }
 
 impl OrdersEnv {
@@ -51,6 +56,7 @@ impl OrdersEnv {
             db: TestDatabase::create(api_gateway::SCHEMA, &migrations()).await,
             redis: TestRedis::new(),
             broker: None,
+            relay: false,
         }
     }
 
@@ -58,6 +64,14 @@ impl OrdersEnv {
     pub async fn with_broker() -> Self {
         let mut env = Self::new().await;
         env.broker = Some(TestBroker::new().await);
+        env
+    }
+
+    /// [`with_broker`](Self::with_broker), each instance also running the
+    /// outbox relay and waking it after its writes, as the gateway does.
+    pub async fn with_relay() -> Self {
+        let mut env = Self::with_broker().await;
+        env.relay = true;
         env
     }
 
@@ -92,22 +106,43 @@ impl OrdersEnv {
             keel_db::connect(&settings.database, api_gateway::SCHEMA, "orders-test").unwrap();
         let redis = Redis::new(&settings.redis).unwrap();
         let mut registry = Registry::default();
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let waker = if self.relay {
+            let relay = Relay::new(
+                pool.clone(),
+                keel_db::connection_config(&settings.database, api_gateway::SCHEMA, "orders-test")
+                    .unwrap(),
+                api_gateway::SCHEMA,
+                Publisher::new(keel_messaging::Broker::new(
+                    settings.amqp.clone(),
+                    "orders-test",
+                )),
+                settings.outbox.clone(),
+                RelayMetrics::register(&mut registry),
+            );
+            let waker = relay.waker();
+            tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+            waker
+        } else {
+            // No relay here: a NOTIFY after commit, heard by none.
+            RelayWaker::new(pool.clone())
+        };
         let area = OrdersArea::build(
             pool,
+            waker,
             redis,
             &settings.redis,
             &settings.orders,
             &mut registry,
         )
         .unwrap();
-        let shutdown = CancellationToken::new();
         let state = area.state;
-        let background = tokio::spawn(
+        tasks.push(tokio::spawn(
             state
                 .clone()
                 .run_background(area.subscriber, shutdown.clone()),
-        );
-        let mut tasks = vec![background];
+        ));
         if self.broker.is_some() {
             // As `startup.rs` wires it: the events subscription hands
             // order changes to the cache (`settings.amqp`: the test broker,
