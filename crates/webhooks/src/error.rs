@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::error::SqlState;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -62,18 +60,17 @@ impl Error {
 
     /// True when the capture failed for a passing reason other than an
     /// unreachable database: saturation, a deadline, a statement or lock
-    /// timeout, an overloaded server, a lost committer. Callers answer 503
-    /// with `Retry-After`; the sender's retry is safe (capture is
-    /// idempotent by delivery id).
+    /// timeout, an overloaded server, a lost serialization race — the
+    /// database's side is [`keel_db::Error::is_transient`] — or a lost
+    /// committer. Callers answer 503 with `Retry-After`; the sender's retry
+    /// is safe (capture is idempotent by delivery id).
     pub fn is_busy(&self) -> bool {
         match self {
             Error::Busy(_)
             | Error::Saturated(_)
             | Error::DeadlineExceeded(_)
             | Error::CommitterFailed => true,
-            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => {
-                e.code().is_some_and(is_passing)
-            }
+            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => e.is_transient(),
             _ => false,
         }
     }
@@ -87,29 +84,16 @@ impl Error {
     /// True when the failure belongs to one delivery's data rather than to
     /// the statement or the server: a data exception (class 22, e.g. a NUL
     /// in a text value) or an integrity violation (class 23). Only these
-    /// are worth retrying one delivery at a time to find the culprit; a
-    /// timeout or an overload would only be repeated once per delivery.
+    /// ([`keel_db::Error::is_bad_input`]) are worth retrying one delivery
+    /// at a time to find the culprit; a timeout or an overload would only
+    /// be repeated once per delivery.
     pub fn is_isolatable(&self) -> bool {
         match self {
             Error::Vanished => true,
-            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => e
-                .code()
-                .is_some_and(|code| matches!(&code.code()[..2], "22" | "23")),
+            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => e.is_bad_input(),
             _ => false,
         }
     }
-}
-
-/// SQLSTATEs that say "not now" rather than "never": the statement was
-/// cancelled (statement_timeout), a lock was not granted (lock_timeout),
-/// the server is short of resources (class 53: too many connections, out
-/// of memory or disk), or the transaction lost a serialization race.
-fn is_passing(code: &SqlState) -> bool {
-    *code == SqlState::QUERY_CANCELED
-        || *code == SqlState::LOCK_NOT_AVAILABLE
-        || *code == SqlState::T_R_SERIALIZATION_FAILURE
-        || *code == SqlState::T_R_DEADLOCK_DETECTED
-        || code.code().starts_with("53")
 }
 
 impl From<tokio_postgres::Error> for Error {

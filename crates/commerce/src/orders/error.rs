@@ -46,6 +46,18 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when the database answered "not now" (a statement or lock
+    /// timeout, class 53, a lost serialization race or deadlock:
+    /// [`keel_db::Error::is_transient`]): like an unreachable database, a
+    /// 503 with `Retry-After`, since the client's retry (with its
+    /// `Idempotency-Key`) may well succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 impl From<TransitionError> for Error {

@@ -102,31 +102,15 @@ impl From<keel_commerce::orders::Error> for OrdersError {
                 OrdersError::ForbiddenTransition(t)
             }
             keel_commerce::orders::Error::DuplicateExternalId => OrdersError::DuplicateExternalId,
-            e if e.is_unavailable() || is_passing(&e) => OrdersError::Unavailable(e),
+            // "Not now" (`keel_db::Retryability`): an unreachable database
+            // (a pool checkout past `database.acquire_timeout` included), a
+            // statement or lock timeout, class 53, a lost serialization
+            // race. A 503 with `Retry-After`, not a 500: the client's retry
+            // (with its `Idempotency-Key`) may well succeed.
+            e if e.is_unavailable() || e.is_transient() => OrdersError::Unavailable(e),
             e => OrdersError::Unexpected(e.into()),
         }
     }
-}
-
-/// A failure that says "not now" rather than "never": the statement ran
-/// past `database.statement_timeout` or a lock timeout, the server is out
-/// of connections or memory (class 53), or a serialization race was lost.
-/// Like an unreachable database (and a pool checkout past
-/// `database.acquire_timeout`, already `is_unavailable`), it is a 503 with
-/// `Retry-After`, not a 500: the client's retry (with its
-/// `Idempotency-Key`) may well succeed.
-fn is_passing(error: &keel_commerce::orders::Error) -> bool {
-    let code = match error {
-        keel_commerce::orders::Error::Database(e)
-        | keel_commerce::orders::Error::Outbox(keel_outbox::Error::Database(e)) => e.code(),
-        _ => None,
-    };
-    // query_canceled, lock_not_available, serialization_failure,
-    // deadlock_detected, insufficient resources.
-    code.is_some_and(|code| {
-        matches!(code.code(), "57014" | "55P03" | "40001" | "40P01")
-            || code.code().starts_with("53")
-    })
 }
 
 impl From<keel_db::Error> for OrdersError {
