@@ -1,9 +1,12 @@
 //! The admin area's answers as problems: one variant per answer, each with
-//! a stable problem `type`; database failures are mapped in one place.
+//! a stable problem `type`; database failures are mapped in one place, by
+//! `keel_db::Retryability`: unreachable or "not now" (a statement or lock
+//! timeout, overload) is a 503 with `Retry-After`, anything else a 500.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
+use keel_db::Retryability;
 use keel_http::{FieldError, Problem};
 
 use crate::admin::management::ManagementError;
@@ -27,6 +30,13 @@ pub enum AdminError {
     Management(#[from] ManagementError),
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
+    /// The database answered "not now": a statement or lock timeout, an
+    /// overloaded server, a lost serialization race
+    /// (`keel_db::Retryability::Transient`). 503, like `Unavailable`.
+    #[error("the database is busy: {0}")]
+    Busy(#[source] anyhow::Error),
+    #[error("invalid request body")]
+    Body(Box<Problem>),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -93,18 +103,33 @@ impl AdminError {
             AdminError::Unavailable(_) => {
                 Problem::unavailable("The database is unreachable; retry shortly.")
             }
+            AdminError::Busy(_) => Problem::unavailable(
+                "The database did not answer in time or is overloaded; retry shortly.",
+            ),
+            AdminError::Body(problem) => (**problem).clone(),
             AdminError::Unexpected(_) => Problem::internal(),
         }
     }
 }
 
+/// Unreachable or "not now" → 503 with `Retry-After`; anything else → 500
+/// (`error` keeps its context for the log).
+fn classified(retryability: Retryability, error: anyhow::Error) -> AdminError {
+    match retryability {
+        Retryability::Unavailable => AdminError::Unavailable(error),
+        Retryability::Transient => AdminError::Busy(error),
+        Retryability::BadInput | Retryability::Permanent => AdminError::Unexpected(error),
+    }
+}
+
+/// The classification of a store failure wrapped in another crate's error.
+fn of_store(error: Option<&keel_db::Error>) -> Retryability {
+    error.map_or(Retryability::Permanent, keel_db::Error::retryability)
+}
+
 impl From<keel_db::Error> for AdminError {
     fn from(error: keel_db::Error) -> Self {
-        if error.is_unavailable() {
-            AdminError::Unavailable(error.into())
-        } else {
-            AdminError::Unexpected(error.into())
-        }
+        classified(error.retryability(), error.into())
     }
 }
 
@@ -112,6 +137,8 @@ impl From<keel_webhooks::Error> for AdminError {
     fn from(error: keel_webhooks::Error) -> Self {
         if error.is_unavailable() {
             AdminError::Unavailable(error.into())
+        } else if error.is_busy() {
+            AdminError::Busy(error.into())
         } else {
             AdminError::Unexpected(error.into())
         }
@@ -120,13 +147,31 @@ impl From<keel_webhooks::Error> for AdminError {
 
 impl From<keel_dead_letters::Error> for AdminError {
     fn from(error: keel_dead_letters::Error) -> Self {
+        use keel_dead_letters::Error;
         match error {
-            keel_dead_letters::Error::NotFound(_) => AdminError::DeadLetterNotFound,
-            keel_dead_letters::Error::AlreadyRequeued(_) => AdminError::AlreadyRequeued,
-            keel_dead_letters::Error::NotAJob { reason, .. } => AdminError::NotAJob(reason),
-            e if e.is_unavailable() => AdminError::Unavailable(e.into()),
-            e => AdminError::Unexpected(e.into()),
+            Error::NotFound(_) => AdminError::DeadLetterNotFound,
+            Error::AlreadyRequeued(_) => AdminError::AlreadyRequeued,
+            Error::NotAJob { reason, .. } => AdminError::NotAJob(reason),
+            e => {
+                let store = match &e {
+                    Error::Database(db) | Error::Outbox(keel_outbox::Error::Database(db)) => {
+                        Some(db)
+                    }
+                    _ => None,
+                };
+                classified(of_store(store), e.into())
+            }
         }
+    }
+}
+
+impl From<keel_outbox::Error> for AdminError {
+    fn from(error: keel_outbox::Error) -> Self {
+        let store = match &error {
+            keel_outbox::Error::Database(db) => Some(db),
+            _ => None,
+        };
+        classified(of_store(store), error.into())
     }
 }
 
@@ -141,6 +186,7 @@ impl ResponseError for AdminError {
                 tracing::error!(error = ?e, "admin request failed unexpectedly");
             }
             AdminError::Unavailable(e) => tracing::warn!(error = %e, "admin store unavailable"),
+            AdminError::Busy(e) => tracing::warn!(error = %e, "admin store busy"),
             AdminError::Management(e) => {
                 tracing::warn!(error = %e, "RabbitMQ management API unavailable");
             }
@@ -148,7 +194,10 @@ impl ResponseError for AdminError {
         }
         let problem = self.problem();
         let mut response = problem.response_builder();
-        if matches!(self, AdminError::Unavailable(_) | AdminError::Management(_)) {
+        if matches!(
+            self,
+            AdminError::Unavailable(_) | AdminError::Busy(_) | AdminError::Management(_)
+        ) {
             response.insert_header((RETRY_AFTER, "1"));
         }
         response.json(&problem)

@@ -8,16 +8,20 @@
 //!   over `keel_dead_letters` (the worker archives `{ns}.dead` there).
 //! - [`queues`]: the namespace's queues from the RabbitMQ management API
 //!   ([`management`], configured by [`settings`]).
+//! - [`outbox`]: parked outbox rows of the `store` schema listed and
+//!   unparked — over `keel_outbox::parked` / `unpark` (ADR 0024).
 //! - [`params`]: `limit` / `cursor` and filters, named when invalid.
 //! - [`body`]: stored bodies as UTF-8 text or base64.
 //! - [`error`]: [`error::AdminError`], the area's answers as problems.
 //!
-//! Design: `docs/adr/0017-dead-letter-archive.md`.
+//! Design: `docs/adr/0017-dead-letter-archive.md`,
+//! `docs/adr/0024-outbox-parking-and-unroutable-events.md`.
 
 pub mod body;
 pub mod dead_letters;
 pub mod error;
 pub mod management;
+pub mod outbox;
 pub mod params;
 pub mod queues;
 pub mod settings;
@@ -97,6 +101,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, admin: Admin) {
         .service(
             web::resource("/admin/queues")
                 .route(web::get().to(queues::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/admin/outbox/parked")
+                .route(web::get().to(outbox::parked))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/admin/outbox/unpark")
+                .route(web::post().to(outbox::unpark))
                 .default_service(web::to(method_not_allowed)),
         );
 }

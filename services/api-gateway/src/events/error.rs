@@ -21,6 +21,10 @@ pub enum EventsError {
     TooManyStreams { retry_after_secs: u64 },
     #[error("the export store is unavailable: {0}")]
     Unavailable(#[source] keel_commerce::exports::Error),
+    /// The store answered "not now" (a statement or lock timeout, an
+    /// overloaded server): 503, like `Unavailable`.
+    #[error("the export store is busy: {0}")]
+    Busy(#[source] keel_commerce::exports::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -44,6 +48,9 @@ impl EventsError {
             EventsError::Unavailable(_) => {
                 Problem::unavailable("The export store is unreachable; retry shortly.")
             }
+            EventsError::Busy(_) => Problem::unavailable(
+                "The export store did not answer in time or is overloaded; retry shortly.",
+            ),
             EventsError::Unexpected(_) => Problem::internal(),
         }
     }
@@ -53,6 +60,8 @@ impl From<keel_commerce::exports::Error> for EventsError {
     fn from(error: keel_commerce::exports::Error) -> Self {
         if error.is_unavailable() {
             EventsError::Unavailable(error)
+        } else if crate::exports::error::is_transient(&error) {
+            EventsError::Busy(error)
         } else {
             EventsError::Unexpected(error.into())
         }
@@ -72,6 +81,7 @@ impl ResponseError for EventsError {
             EventsError::Unavailable(e) => {
                 tracing::warn!(error = %e, "export store unavailable");
             }
+            EventsError::Busy(e) => tracing::warn!(error = %e, "export store busy"),
             _ => {}
         }
         let problem = self.problem();
@@ -80,7 +90,7 @@ impl ResponseError for EventsError {
             EventsError::TooManyStreams { retry_after_secs } => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
-            EventsError::Unavailable(_) => {
+            EventsError::Unavailable(_) | EventsError::Busy(_) => {
                 response.insert_header((RETRY_AFTER, "1"));
             }
             _ => {}

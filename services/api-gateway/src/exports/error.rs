@@ -1,5 +1,7 @@
 //! The exports area's API errors: one variant per answer, each with a
-//! stable problem `type`; store and storage failures mapped in one place.
+//! stable problem `type`; store and storage failures mapped in one place
+//! (unreachable or "not now", `keel_db::Retryability`: 503 with
+//! `Retry-After`).
 
 use std::time::Duration;
 
@@ -33,6 +35,11 @@ pub enum ExportsError {
     Unauthenticated,
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
+    /// The database answered "not now": a statement or lock timeout, an
+    /// overloaded server, a lost serialization race
+    /// (`keel_db::Retryability::Transient`). 503, like `Unavailable`.
+    #[error("the export store is busy: {0}")]
+    Busy(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -96,6 +103,9 @@ impl ExportsError {
             ExportsError::Unavailable(_) => {
                 Problem::unavailable("The export store is unreachable; retry shortly.")
             }
+            ExportsError::Busy(_) => Problem::unavailable(
+                "The export store did not answer in time or is overloaded; retry shortly.",
+            ),
             ExportsError::Unexpected(_) => Problem::internal(),
         }
     }
@@ -107,8 +117,19 @@ impl From<keel_commerce::exports::Error> for ExportsError {
         match error {
             Error::NotFound => ExportsError::NotFound,
             e if e.is_unavailable() => ExportsError::Unavailable(e.to_string()),
+            e if is_transient(&e) => ExportsError::Busy(e.to_string()),
             e => ExportsError::Unexpected(e.into()),
         }
+    }
+}
+
+/// The export store answered "not now" (`keel_db::Error::is_transient`).
+/// Shared with the events area, which reads the same store.
+pub(crate) fn is_transient(error: &keel_commerce::exports::Error) -> bool {
+    use keel_commerce::exports::Error;
+    match error {
+        Error::Database(e) | Error::Outbox(keel_outbox::Error::Database(e)) => e.is_transient(),
+        _ => false,
     }
 }
 
@@ -140,12 +161,13 @@ impl ResponseError for ExportsError {
                 tracing::error!(error = ?e, "exports request failed unexpectedly");
             }
             ExportsError::Unavailable(e) => tracing::warn!(error = %e, "export store unavailable"),
+            ExportsError::Busy(e) => tracing::warn!(error = %e, "export store busy"),
             _ => {}
         }
         let problem = self.problem();
         let mut response = problem.response_builder();
         match self {
-            ExportsError::Unavailable(_) => {
+            ExportsError::Unavailable(_) | ExportsError::Busy(_) => {
                 response.insert_header((RETRY_AFTER, "1"));
             }
             ExportsError::TooManyActive { retry_after, .. } => {

@@ -84,6 +84,8 @@ impl Modify for BearerScheme {
         crate::admin::dead_letters::get,
         crate::admin::dead_letters::requeue,
         crate::admin::queues::list,
+        crate::admin::outbox::parked,
+        crate::admin::outbox::unpark,
     ),
     modifiers(&BearerScheme),
     tags(
@@ -94,7 +96,7 @@ impl Modify for BearerScheme {
         (name = "webhooks", description = "Inbound webhooks, authenticated by the sender's signature (no bearer token)."),
         (name = "events", description = "Live notifications (Server-Sent Events)."),
         (name = "exports", description = "Exports: files of your orders built in the background, downloaded by signed link."),
-        (name = "admin", description = "Operations (role `admin`): webhook events, dead letters, queues."),
+        (name = "admin", description = "Operations (role `admin`): webhook events, dead letters, queues, parked outbox rows."),
     )
 )]
 struct Api;

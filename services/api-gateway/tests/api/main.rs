@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod admin_outbox;
 mod auth;
 mod auth_support;
 mod cache;
@@ -27,6 +28,7 @@ mod process;
 mod proxy;
 mod rate_limit;
 mod readiness;
+mod store_timeouts;
 mod webhook_orders;
 mod webhooks;
 mod webhooks_settings;
