@@ -33,6 +33,16 @@ pub enum Error {
         routing_key: String,
     },
 
+    /// A pipelined group could not be published (no channel); nothing was
+    /// sent. Carries the cause's text, shared by every message of the group.
+    #[error("the publish was abandoned: {0}")]
+    PublishAbandoned(String),
+
+    /// A message came back without a `message_id` this group sent, so no
+    /// ack of the group proves its message was routed.
+    #[error("the broker returned a message that cannot be matched to its publish")]
+    UnattributedReturn,
+
     /// No confirm arrived within `amqp.publish_timeout`.
     #[error("no publisher confirm within {0:?}")]
     ConfirmTimeout(Duration),

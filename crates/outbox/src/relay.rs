@@ -1,17 +1,23 @@
 //! The relay: moves committed outbox rows to the broker.
 //!
 //! Each batch runs in one transaction: lock the oldest unpublished rows
-//! (`FOR UPDATE SKIP LOCKED`, so several relays share the work without
-//! publishing a row twice), publish each and wait for the broker's confirm,
-//! mark the confirmed rows published, commit. A crash after the confirm and
-//! before the commit leaves the rows unpublished, so they go out again:
-//! at-least-once, which the consumers' inbox turns into once.
+//! (`FOR UPDATE SKIP LOCKED`, so several relays — and several batches of
+//! one relay — share the work without publishing a row twice), publish
+//! them all with every confirm in flight at once, mark the confirmed rows
+//! published in one statement, commit. A crash after the confirm and before
+//! the commit leaves the rows unpublished, so they go out again:
+//! at-least-once, which the consumers' inbox turns into once. A relay runs
+//! `concurrent_batches` batches at a time, so one batch's database round
+//! trips overlap another's publishing (ADR 0028).
 //!
-//! A row the broker refuses (returned as unroutable, nacked) or that cannot
-//! be read waits with a backoff while the rest of the batch flows, and is
-//! parked after `max_rejections` refusals; a broker that is down or slow
-//! stops the batch instead and never counts against a row (ADR 0024).
-//! Pruning and backlog measuring run on tasks of their own.
+//! A row counts as published only if the broker acked it and returned no
+//! message carrying its id (returns are matched by `message_id`, never by
+//! the confirm lapin hands them to). A row the broker refuses (returned as
+//! unroutable, nacked) or that cannot be read waits with a backoff while
+//! the rest of the batch flows, and is parked after `max_rejections`
+//! refusals; a broker that is down or slow stops the batch instead and
+//! never counts against a row (ADR 0024). Pruning and backlog measuring run
+//! on tasks of their own.
 //!
 //! The relay wakes on `NOTIFY outbox_<schema>` (sent by the enqueue on
 //! commit) and, as a fallback for missed notifications, every poll interval.
@@ -23,6 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use keel_db::Pool;
+use keel_messaging::publisher::RoutedMessage;
 use keel_messaging::{OutgoingMessage, Publisher, ReconnectSettings, Target};
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -33,16 +40,16 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::metrics::RelayMetrics;
 
-/// Publishes in flight at once within a batch: enough to hide confirm
-/// round trips, few enough not to flood a recovering broker.
-const PUBLISH_CONCURRENCY: usize = 32;
-
 /// How the relay batches and polls.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayOptions {
-    /// Rows locked and published per transaction.
+    /// Rows locked and published per transaction, all in flight at once.
     pub batch_size: u32,
+    /// Batches one relay runs at a time (each its own transaction and
+    /// pipeline channels): while one waits for its confirms, another reads
+    /// or marks its rows (ADR 0028).
+    pub concurrent_batches: u32,
     /// Look for rows this often even without a notification.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -76,6 +83,9 @@ impl Default for RelayOptions {
             // 500 published a 190,000-row backlog 1.5× faster than 100 on
             // the 2-core benchmark machine (docs/benchmarks.md, webhooks).
             batch_size: 500,
+            // See ADR 0028: two overlap the database and the broker; more
+            // only add lock skipping on the 2-core machine.
+            concurrent_batches: 2,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(600),
@@ -252,30 +262,13 @@ impl Relay {
             self.metrics.clone(),
             listener_stop.clone(),
         ));
-        let mut failures = 0u32;
-        'run: loop {
-            // Drain: full batches mean more rows are waiting.
-            loop {
-                if shutdown.is_cancelled() {
-                    break 'run;
-                }
-                match self.publish_batch(true).await {
-                    Ok(batch) => {
-                        failures = 0;
-                        if batch.selected < self.batch_limit() {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        let delay = self.reconnect().delay(failures);
-                        tracing::warn!(error = %error, ?delay, "outbox relay failed; retrying");
-                        tokio::select! {
-                            () = shutdown.cancelled() => break 'run,
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                }
+        loop {
+            // Drain with several batches in flight: each lane goes on while
+            // its batches come back full.
+            let lanes = (0..self.options.concurrent_batches.max(1)).map(|_| self.drain(&shutdown));
+            futures::future::join_all(lanes).await;
+            if shutdown.is_cancelled() {
+                break;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -288,6 +281,32 @@ impl Relay {
         let _ = pruner.await;
         let _ = measurer.await;
         tracing::info!("outbox relay stopped");
+    }
+
+    /// Publishes batches until one comes back short (nothing more waiting)
+    /// or shutdown; backs off on failures (with the `amqp.reconnect`
+    /// schedule) and retries.
+    async fn drain(&self, shutdown: &CancellationToken) {
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            match self.publish_batch(true).await {
+                Ok(batch) => {
+                    failures = 0;
+                    if batch.selected < self.batch_limit() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    let delay = self.reconnect().delay(failures);
+                    tracing::warn!(error = %error, ?delay, "outbox relay failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Publishes one batch of the oldest unpublished rows that are neither
@@ -345,8 +364,10 @@ impl Relay {
         let limit = i64::from(self.options.batch_size.max(1));
         let rows = transaction
             .query(
-                "SELECT id, target, routing_key, message_type, payload, headers, created_at, \
-                        rejections \
+                // The payload as text: it goes out as the body as is, with
+                // no parse and re-serialisation per row.
+                "SELECT id, target, routing_key, message_type, payload::text AS body, headers, \
+                        created_at, rejections \
                  FROM outbox \
                  WHERE published_at IS NULL AND parked_at IS NULL \
                    AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
@@ -364,30 +385,44 @@ impl Relay {
             });
         }
         let selected = rows.len();
+        // Losing this transaction's commit in a PostgreSQL crash only
+        // publishes its rows again (at-least-once; consumers dedupe), so it
+        // need not wait for the WAL flush: a batch is marked sooner and the
+        // next one starts sooner.
+        transaction
+            .batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
 
         let mut outcome = Outcome::default();
-        // Publish the first row alone: if the broker is down, that is one
-        // failed attempt, not a batch's worth of reconnects. A row the
-        // broker refuses is the row's problem, not the broker's: the rest
-        // of the batch goes on.
-        let (head, rest) = rows.split_at(1);
-        for row in head {
-            let (id, result) = self.publish_row(row).await;
-            outcome.record(row, id, result, &self.options);
+        // Rows that cannot be made into a message are refused here; the
+        // others go to the broker.
+        let mut sendable: Vec<(&Row, RoutedMessage)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match self.to_message(row) {
+                Ok(message) => sendable.push((row, message)),
+                Err(error) => outcome.record(row, row.get("id"), Err(error), &self.options),
+            }
         }
-        if outcome.broker_error.is_none() {
-            for chunk in rest.chunks(PUBLISH_CONCURRENCY) {
-                // Collected before awaiting, so no borrowing closure is held
-                // across the await (that would make the future not `Send`).
-                let publishes: Vec<_> = chunk.iter().map(|row| self.publish_row(row)).collect();
-                let results = futures::future::join_all(publishes).await;
-                for (row, (id, result)) in chunk.iter().zip(results) {
-                    outcome.record(row, id, result, &self.options);
-                }
-                // The broker is gone: the rest waits for the relay's backoff.
-                if outcome.broker_error.is_some() {
-                    break;
-                }
+        // Publish the first row alone: if the broker is down, that is one
+        // failed attempt, not a batch's worth. Then the rest, all in flight
+        // at once. A row the broker refuses is the row's problem, not the
+        // broker's: the rest of the batch goes on.
+        let split = sendable.len().min(1);
+        let (head, rest) = sendable.split_at(split);
+        for part in [head, rest] {
+            if part.is_empty() || outcome.broker_error.is_some() {
+                continue;
+            }
+            let messages: Vec<RoutedMessage> =
+                part.iter().map(|(_, message)| message.clone()).collect();
+            let results = self.publisher.publish_pipelined(&messages).await;
+            for ((row, message), result) in part.iter().zip(results) {
+                outcome.record(
+                    row,
+                    message.message.id,
+                    result.map_err(Error::from),
+                    &self.options,
+                );
             }
         }
 
@@ -448,27 +483,14 @@ impl Relay {
         })
     }
 
-    async fn publish_row(&self, row: &Row) -> (Uuid, Result<()>) {
-        let id: Uuid = row.get("id");
-        let result = async {
-            let (exchange, routing_key, message) = self.to_message(row)?;
-            self.publisher
-                .publish(&exchange, &routing_key, message)
-                .await?;
-            Ok(())
-        }
-        .await;
-        (id, result)
-    }
-
-    fn to_message(&self, row: &Row) -> Result<(String, String, OutgoingMessage)> {
+    fn to_message(&self, row: &Row) -> Result<RoutedMessage> {
         let id: Uuid = row.get("id");
         let target: String = row.get("target");
         let target = Target::parse(&target).ok_or_else(|| Error::InvalidRow {
             id,
             reason: format!("unknown target {target:?}"),
         })?;
-        let payload: serde_json::Value = row.get("payload");
+        let body: String = row.get("body");
         let headers: serde_json::Value = row.get("headers");
         // Headers are only trace context: unreadable ones are dropped
         // rather than blocking the message.
@@ -477,7 +499,7 @@ impl Relay {
         let message = OutgoingMessage {
             id,
             message_type: row.get("message_type"),
-            body: serde_json::to_vec(&payload)?,
+            body: body.into_bytes(),
             headers,
             timestamp: created_at,
             // Every row must reach a queue: a message the broker cannot
@@ -487,8 +509,11 @@ impl Relay {
             // (ADR 0024).
             mandatory: true,
         };
-        let exchange = self.publisher.broker().topology().exchange(target);
-        Ok((exchange, row.get("routing_key"), message))
+        Ok(RoutedMessage {
+            exchange: self.publisher.broker().topology().exchange(target),
+            routing_key: row.get("routing_key"),
+            message,
+        })
     }
 }
 

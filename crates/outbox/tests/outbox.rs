@@ -880,3 +880,91 @@ async fn parked_rows_and_backlog_age_are_exported_as_metrics() {
     }
     test.cleanup().await;
 }
+
+/// Inserts `count` rows in `created_at` order, every `every`-th one a job
+/// nobody's queue binds, the others webhook jobs; returns
+/// `(routable, unroutable)` ids.
+async fn enqueue_mixed(pool: &Pool, count: usize, every: usize) -> (Vec<Uuid>, Vec<Uuid>) {
+    let client = pool.get().await.unwrap();
+    let (mut routable, mut unroutable) = (Vec::new(), Vec::new());
+    let mut ids = Vec::with_capacity(count);
+    let mut keys = Vec::with_capacity(count);
+    let mut ages = Vec::with_capacity(count);
+    for i in 0..count {
+        let id = Uuid::new_v4();
+        if i % every == every - 1 {
+            unroutable.push(id);
+            keys.push(format!("nobody-binds-{i}"));
+        } else {
+            routable.push(id);
+            keys.push(JobQueue::Webhook.routing_key().to_owned());
+        }
+        ids.push(id);
+        // Older first, in insertion order.
+        ages.push(f64::from(u32::try_from(count - i).unwrap()) / 1000.0);
+    }
+    client
+        .execute(
+            "INSERT INTO outbox (id, target, routing_key, message_type, payload, created_at) \
+             SELECT r.id, 'jobs', r.key, 'test.mixed', '{}'::jsonb, \
+                    now() - make_interval(secs => r.age) \
+             FROM unnest($1::uuid[], $2::text[], $3::float8[]) AS r(id, key, age)",
+            &[&ids, &keys, &ages],
+        )
+        .await
+        .unwrap();
+    (routable, unroutable)
+}
+
+#[tokio::test]
+async fn with_many_publishes_in_flight_every_returned_row_is_retried_and_every_routed_row_published()
+ {
+    let test = TestBroker::new().await;
+    let db = database().await;
+    // Many returns interleaved with many confirms in one batch: where the
+    // broker acks several messages at once, the returned message must not
+    // be credited to (or blamed on) a neighbour.
+    let (routable, unroutable) = enqueue_mixed(db.pool(), 500, 5).await;
+    let relay = relay(&db, test.settings(), parking_options(3));
+
+    let published = relay.publish_pending().await.unwrap();
+    let mut wrongly_published = Vec::new();
+    for id in &unroutable {
+        let (published, parked, rejections, last_error) = row_state(db.pool(), *id).await;
+        if published || rejections != 1 || parked {
+            wrongly_published.push(*id);
+        } else {
+            assert!(last_error.unwrap().contains("unroutable"));
+        }
+    }
+    let mut wrongly_refused = Vec::new();
+    for id in &routable {
+        let (published, _, rejections, _) = row_state(db.pool(), *id).await;
+        if !published || rejections != 0 {
+            wrongly_refused.push(*id);
+        }
+    }
+    assert!(
+        wrongly_published.is_empty() && wrongly_refused.is_empty(),
+        "{} unroutable rows marked published or not counted as refused, \
+         {} routable rows refused",
+        wrongly_published.len(),
+        wrongly_refused.len()
+    );
+    assert_eq!(published, routable.len());
+    let channel = test.channel().await;
+    let queue = test.topology().job_queue(JobQueue::Webhook).name;
+    let seen = drain(&channel, &queue, routable.len()).await;
+    assert!(routable.iter().all(|id| seen.get(id) == Some(&1)));
+
+    // Retried after their backoff and parked, never published.
+    for id in &unroutable {
+        publish_until_parked(&relay, db.pool(), *id).await;
+    }
+    for id in &unroutable {
+        let (published, parked, rejections, _) = row_state(db.pool(), *id).await;
+        assert!(!published && parked);
+        assert_eq!(rejections, 3);
+    }
+    test.cleanup().await;
+}
