@@ -23,8 +23,14 @@
 //!   redelivers the batch.
 //!
 //! It shares with the single-message [`Consumer`](crate::Consumer) the
-//! delivery parsing, the dead-letter headers and the reconnect loop
-//! ([`run_sessions`](crate::session::run_sessions)).
+//! delivery parsing, the dead-letter headers, the reconnect loop
+//! ([`run_sessions`](crate::session::run_sessions)) and the collection of
+//! a batch ([`next_batch`], which the consumer's batch mode uses too).
+//!
+//! This runner suits handlers for which a message has no life of its own
+//! (analytics: no attempts, no retry tiers). Jobs that keep the retry
+//! tiers, attempt count and failure bookkeeping of the single runner use
+//! that runner's batch mode instead ([`Consumer::with_batches`](crate::Consumer::with_batches)).
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -163,46 +169,19 @@ impl<H: BatchHandler> BatchConsumer<H> {
         let max_size = self.options.max_size.max(1);
 
         let end = loop {
-            // The first delivery of a batch: wait as long as it takes.
-            let first = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break SessionEnd::Stopped,
-                next = consumer.next() => next,
+            let batch = match next_batch(
+                &mut consumer,
+                &self.queue.name,
+                max_size,
+                self.options.max_wait,
+                shutdown,
+            )
+            .await
+            {
+                NextBatch::Batch(batch) => batch,
+                NextBatch::Stopped => break SessionEnd::Stopped,
+                NextBatch::Lost(error) => break SessionEnd::Lost(error),
             };
-            let first = match first {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => break SessionEnd::Lost(error.into()),
-                None => break SessionEnd::Lost(Error::ConsumerCancelled(self.queue.name.clone())),
-            };
-            let mut batch = Vec::with_capacity(max_size);
-            batch.push(first);
-            let deadline = tokio::time::Instant::now() + self.options.max_wait;
-            let mut lost = None;
-            // Then more, until the batch is full, the wait is over or a stop
-            // is requested (the batch in hand is still finished).
-            while batch.len() < max_size {
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep_until(deadline) => break,
-                    next = consumer.next() => match next {
-                        Some(Ok(delivery)) => batch.push(delivery),
-                        Some(Err(error)) => {
-                            lost = Some(Error::from(error));
-                            break;
-                        }
-                        None => {
-                            lost = Some(Error::ConsumerCancelled(self.queue.name.clone()));
-                            break;
-                        }
-                    },
-                }
-            }
-            if let Some(error) = lost {
-                // The channel is gone: acks would fail, and the broker
-                // redelivers everything unacknowledged anyway.
-                break SessionEnd::Lost(error);
-            }
             match self.settle(batch, &mut failures, shutdown).await {
                 Settled::Done => {}
                 Settled::Stopped => break SessionEnd::Stopped,
@@ -496,6 +475,59 @@ impl<H: BatchHandler> Session for BatchConsumer<H> {
     async fn run_session(&self, channel: Channel, shutdown: &CancellationToken) -> SessionEnd {
         self.session(channel, shutdown).await
     }
+}
+
+/// What [`next_batch`] collected.
+pub(crate) enum NextBatch {
+    /// At least one delivery.
+    Batch(Vec<Delivery>),
+    /// Shutdown came before the first delivery.
+    Stopped,
+    /// The channel failed (whatever was collected is redelivered anyway).
+    Lost(Error),
+}
+
+/// Collects the next batch from `consumer`: waits as long as it takes for
+/// a first delivery, then takes more until the batch holds `max_size`, or
+/// `max_wait` has passed since the first one, or a stop is requested (the
+/// batch in hand is then still returned, to be finished). Shared by the
+/// [`BatchConsumer`] and the batch mode of the [`Consumer`](crate::Consumer).
+pub(crate) async fn next_batch(
+    consumer: &mut lapin::Consumer,
+    queue: &str,
+    max_size: usize,
+    max_wait: Duration,
+    shutdown: &CancellationToken,
+) -> NextBatch {
+    let first = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return NextBatch::Stopped,
+        next = consumer.next() => next,
+    };
+    let first = match first {
+        Some(Ok(delivery)) => delivery,
+        Some(Err(error)) => return NextBatch::Lost(error.into()),
+        None => return NextBatch::Lost(Error::ConsumerCancelled(queue.to_owned())),
+    };
+    let max_size = max_size.max(1);
+    let mut batch = Vec::with_capacity(max_size);
+    batch.push(first);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    while batch.len() < max_size {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(deadline) => break,
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => batch.push(delivery),
+                // The channel is gone: acks would fail, and the broker
+                // redelivers everything unacknowledged anyway.
+                Some(Err(error)) => return NextBatch::Lost(error.into()),
+                None => return NextBatch::Lost(Error::ConsumerCancelled(queue.to_owned())),
+            },
+        }
+    }
+    NextBatch::Batch(batch)
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
 //! The consumer runner: drains one queue into a [`Handler`] with explicit
 //! prefetch, bounded concurrency, ack-after-success, retries through delay
 //! queues, dead-lettering, reconnection and graceful shutdown.
+//!
+//! In batch mode ([`Consumer::with_batches`], ADR 0026) deliveries are
+//! collected into batches for [`Handler::handle_batch`], several batches in
+//! flight, and each message is settled by its own result exactly as in the
+//! one-at-a-time mode.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::batch::{NextBatch, next_batch};
 use crate::connection::Broker;
 use crate::error::{Error, Result};
 use crate::metrics::{ConsumerMetrics, Outcome};
@@ -207,6 +213,41 @@ fn integer(value: &AMQPValue) -> Option<i64> {
 /// between means a redelivery (de-duplicate with the inbox).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Handles several messages at once, for a consumer in batch mode
+    /// ([`Consumer::with_batches`]): one result per message, in order, each
+    /// settled as [`handle`](Self::handle)'s would be (ack, retry tier,
+    /// dead letter; `Unavailable` holds that message). A handler that can
+    /// apply many messages in one transaction overrides this; the default
+    /// handles them one after the other.
+    fn handle_batch(
+        &self,
+        messages: &[Incoming],
+    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(messages.len());
+            for message in messages {
+                results.push(self.handle(message).await);
+            }
+            results
+        }
+    }
+}
+
+/// The batch mode of a [`Consumer`]: deliveries are collected into batches
+/// (as the [`BatchConsumer`](crate::BatchConsumer) collects them) and given
+/// to [`Handler::handle_batch`], several batches in flight at once; each
+/// message is then settled on its own, exactly as in the one-at-a-time
+/// mode (its attempt, retry tiers, dead letter, holding on `Unavailable`).
+#[derive(Debug, Clone)]
+pub struct JobBatches {
+    /// Most deliveries in one batch.
+    pub max_size: usize,
+    /// Longest a batch waits for more deliveries after its first one.
+    pub max_wait: Duration,
+    /// Batches handled at once (the consumer's `concurrency` is not used
+    /// in this mode).
+    pub in_flight: usize,
 }
 
 /// How a consumer runs.
@@ -241,6 +282,8 @@ pub struct Consumer<H> {
     broker: Broker,
     queue: QueueSpec,
     options: ConsumerOptions,
+    /// Set: batch mode ([`Consumer::with_batches`]).
+    batches: Option<JobBatches>,
     metrics: ConsumerMetrics,
     shared: Arc<Shared<H>>,
 }
@@ -273,9 +316,18 @@ impl<H: Handler> Consumer<H> {
             broker,
             queue,
             options,
+            batches: None,
             metrics,
             shared,
         }
+    }
+
+    /// Switches to batch mode: deliveries go to [`Handler::handle_batch`]
+    /// in batches of up to `batches.max_size`, `batches.in_flight` at once.
+    /// The prefetch should hold that many batches, or they will not fill.
+    pub fn with_batches(mut self, batches: JobBatches) -> Self {
+        self.batches = Some(batches);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, reconnecting with backoff
@@ -292,51 +344,29 @@ impl<H: Handler> Consumer<H> {
             Ok(consumer) => consumer,
             Err(error) => return SessionEnd::Failed(error),
         };
-        tracing::info!(queue = %self.queue.name, "consuming");
+        tracing::info!(queue = %self.queue.name, batches = ?self.batches, "consuming");
         let tracker = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
         let tag = consumer.tag();
 
-        let end = loop {
-            tokio::select! {
-                // Shutdown wins over a delivery that is ready at the same
-                // time: that delivery stays unacked and is redelivered.
-                biased;
-                () = shutdown.cancelled() => {
-                    // Stop the flow first; deliveries already buffered are
-                    // never handed out and return on channel close.
-                    let cancel = channel.basic_cancel(
-                        tag.clone(),
-                        // Wait for cancel-ok: after it, nothing new arrives.
-                        BasicCancelOptions { nowait: false },
-                    );
-                    if let Err(error) = cancel.await {
-                        tracing::warn!(error = %error, "basic.cancel failed");
-                    }
-                    break SessionEnd::Stopped;
-                }
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        // Wait for a free slot; prefetch bounds how many
-                        // deliveries can queue up behind this one.
-                        let permit = tokio::select! {
-                            biased;
-                            () = shutdown.cancelled() => continue,
-                            permit = permits.clone().acquire_owned() => permit,
-                        };
-                        let Ok(permit) = permit else { continue };
-                        let shared = self.shared.clone();
-                        let shutdown = shutdown.clone();
-                        tracker.spawn(async move {
-                            shared.process(delivery, &shutdown).await;
-                            drop(permit);
-                        });
-                    }
-                    Some(Err(error)) => break SessionEnd::Lost(error.into()),
-                    None => break SessionEnd::Lost(Error::ConsumerCancelled(self.queue.name.clone())),
-                },
+        let end = match &self.batches {
+            None => self.each(&mut consumer, &tracker, shutdown).await,
+            Some(batches) => {
+                self.batched(&mut consumer, &tracker, batches, shutdown)
+                    .await
             }
         };
+        if matches!(end, SessionEnd::Stopped) {
+            // Stop the flow first; deliveries already buffered are never
+            // handed out and return on channel close.
+            let cancel = channel.basic_cancel(
+                tag,
+                // Wait for cancel-ok: after it, nothing new arrives.
+                BasicCancelOptions { nowait: false },
+            );
+            if let Err(error) = cancel.await {
+                tracing::warn!(error = %error, "basic.cancel failed");
+            }
+        }
 
         tracker.close();
         if tokio::time::timeout(self.options.grace_period, tracker.wait())
@@ -362,6 +392,92 @@ impl<H: Handler> Consumer<H> {
             tracing::info!(queue = %self.queue.name, "consumer stopped");
         }
         end
+    }
+
+    /// One message at a time per slot, `concurrency` slots.
+    async fn each(
+        &self,
+        consumer: &mut lapin::Consumer,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        loop {
+            tokio::select! {
+                // Shutdown wins over a delivery that is ready at the same
+                // time: that delivery stays unacked and is redelivered.
+                biased;
+                () = shutdown.cancelled() => return SessionEnd::Stopped,
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        // Wait for a free slot; prefetch bounds how many
+                        // deliveries can queue up behind this one.
+                        let permit = tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => continue,
+                            permit = permits.clone().acquire_owned() => permit,
+                        };
+                        let Ok(permit) = permit else { continue };
+                        let shared = self.shared.clone();
+                        let shutdown = shutdown.clone();
+                        tracker.spawn(async move {
+                            shared.process(delivery, &shutdown).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(error)) => return SessionEnd::Lost(error.into()),
+                    None => return SessionEnd::Lost(Error::ConsumerCancelled(self.queue.name.clone())),
+                },
+            }
+        }
+    }
+
+    /// Batch mode: collect a batch, wait for one of `in_flight` slots,
+    /// hand it to a task; the next batch is collected meanwhile.
+    async fn batched(
+        &self,
+        consumer: &mut lapin::Consumer,
+        tracker: &TaskTracker,
+        batches: &JobBatches,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let permits = Arc::new(Semaphore::new(batches.in_flight.max(1)));
+        loop {
+            // A slot first, so a batch is not collected (and its first
+            // delivery's wait started) before it can run.
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return SessionEnd::Stopped,
+                permit = permits.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else {
+                return SessionEnd::Stopped;
+            };
+            let batch = match next_batch(
+                consumer,
+                &self.queue.name,
+                batches.max_size,
+                batches.max_wait,
+                shutdown,
+            )
+            .await
+            {
+                NextBatch::Batch(batch) => batch,
+                NextBatch::Stopped => return SessionEnd::Stopped,
+                NextBatch::Lost(error) => return SessionEnd::Lost(error),
+            };
+            let shared = self.shared.clone();
+            let task_shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                shared.process_batch(batch, &task_shutdown).await;
+                drop(permit);
+            });
+            if shutdown.is_cancelled() {
+                // The batch collected when the stop came is finished; no
+                // new one starts.
+                return SessionEnd::Stopped;
+            }
+        }
     }
 
     async fn start(&self, channel: &Channel) -> Result<lapin::Consumer> {
@@ -444,25 +560,7 @@ impl<H: Handler> Shared<H> {
                     let result = self.handle_while_available(&message, shutdown).await;
                     self.metrics
                         .observe_duration(queue, started.elapsed().as_secs_f64());
-                    match result {
-                        Ok(()) => self.ack(&delivery, Outcome::Ok).await,
-                        Err(HandlerError::Unavailable(error)) => {
-                            // Only at shutdown: leave it unacked, the
-                            // channel's close returns it to the queue
-                            // without a retry or a dead letter.
-                            tracing::info!(error = %error, "stopping while a dependency is down; the message returns to its queue");
-                            Outcome::Requeued
-                        }
-                        Err(HandlerError::Permanent(error)) => {
-                            tracing::warn!(error = %error, "permanent failure; dead-lettering");
-                            let error = error.to_string();
-                            self.dead_letter(&delivery, "permanent", &error, message.attempt)
-                                .await
-                        }
-                        Err(HandlerError::Transient(error)) => {
-                            self.retry(&delivery, &message, &error.to_string()).await
-                        }
-                    }
+                    self.settle(&delivery, &message, result).await
                 }
                 .instrument(span)
                 .await
@@ -470,6 +568,122 @@ impl<H: Handler> Shared<H> {
         };
         self.metrics.outcome(queue, outcome);
         self.metrics.in_flight(queue, -1);
+    }
+
+    /// Batch mode: handles `batch` through [`Handler::handle_batch`] and
+    /// settles each message by its own result, as [`process`](Self::process)
+    /// would. The messages answered `Unavailable` stay in hand and are
+    /// handled again (as a smaller batch) after a growing pause, their
+    /// attempts unspent (ADR 0022), while the others are settled at once.
+    async fn process_batch(&self, batch: Vec<Delivery>, shutdown: &CancellationToken) {
+        let queue = self.queue.name.as_str();
+        let size = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        self.metrics.in_flight(queue, size);
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "amqp.consume.batch",
+            otel.kind = "consumer",
+            messaging.destination = %queue,
+            messaging.batch.message_count = batch.len(),
+        );
+        async {
+            let mut deliveries = Vec::with_capacity(batch.len());
+            let mut messages = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                match Incoming::from_delivery(&delivery) {
+                    Err(reason) => {
+                        let outcome = self.dead_letter(&delivery, "undecodable", &reason, 1).await;
+                        self.metrics.outcome(queue, outcome);
+                    }
+                    Ok(message) => {
+                        deliveries.push(delivery);
+                        messages.push(message);
+                    }
+                }
+            }
+            let mut outages = 0u32;
+            while !messages.is_empty() {
+                let results = AssertUnwindSafe(self.handler.handle_batch(&messages))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_default();
+                let mut results = results.into_iter();
+                let mut held_deliveries = Vec::new();
+                let mut held_messages = Vec::new();
+                let mut unavailable = None;
+                for (delivery, message) in deliveries.into_iter().zip(messages) {
+                    // A panic, or a handler that answered fewer results
+                    // than messages: what is missing failed transiently.
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(HandlerError::transient("the batch handler panicked"))
+                    });
+                    match result {
+                        Err(HandlerError::Unavailable(error)) => {
+                            unavailable = Some(error);
+                            held_deliveries.push(delivery);
+                            held_messages.push(message);
+                        }
+                        result => {
+                            self.metrics
+                                .observe_duration(queue, started.elapsed().as_secs_f64());
+                            let outcome = self.settle(&delivery, &message, result).await;
+                            self.metrics.outcome(queue, outcome);
+                        }
+                    }
+                }
+                deliveries = held_deliveries;
+                messages = held_messages;
+                let Some(error) = unavailable else { break };
+                outages = outages.saturating_add(1);
+                self.metrics.held(queue);
+                let delay = self.broker.settings().reconnect.delay(outages);
+                tracing::warn!(queue, error = %error, held = messages.len(), ?delay, outages, "a dependency is unavailable; holding the batch");
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        // Left unacked: the channel's close returns them to
+                        // the queue without a retry or a dead letter.
+                        tracing::info!(held = messages.len(), "stopping while a dependency is down; the held messages return to their queue");
+                        for _ in &messages {
+                            self.metrics.outcome(queue, Outcome::Requeued);
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        self.metrics.in_flight(queue, -size);
+    }
+
+    /// Settles one delivery by its handler's `result`: ack, dead letter or
+    /// retry tier (`Unavailable` only reaches here at shutdown: left unacked).
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        message: &Incoming,
+        result: Result<(), HandlerError>,
+    ) -> Outcome {
+        match result {
+            Ok(()) => self.ack(delivery, Outcome::Ok).await,
+            Err(HandlerError::Unavailable(error)) => {
+                // Only at shutdown: leave it unacked, the channel's close
+                // returns it to the queue without a retry or a dead letter.
+                tracing::info!(error = %error, "stopping while a dependency is down; the message returns to its queue");
+                Outcome::Requeued
+            }
+            Err(HandlerError::Permanent(error)) => {
+                tracing::warn!(error = %error, "permanent failure; dead-lettering");
+                let error = error.to_string();
+                self.dead_letter(delivery, "permanent", &error, message.attempt)
+                    .await
+            }
+            Err(HandlerError::Transient(error)) => {
+                self.retry(delivery, message, &error.to_string()).await
+            }
+        }
     }
 
     async fn retry(&self, delivery: &Delivery, message: &Incoming, error: &str) -> Outcome {

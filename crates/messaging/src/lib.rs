@@ -40,7 +40,9 @@ pub mod trace;
 
 pub use batch::{BatchConsumer, BatchHandler, BatchOptions};
 pub use connection::Broker;
-pub use consumer::{Consumer, ConsumerOptions, DecodeError, Handler, HandlerError, Incoming};
+pub use consumer::{
+    Consumer, ConsumerOptions, DecodeError, Handler, HandlerError, Incoming, JobBatches,
+};
 pub use error::{Error, Result};
 pub use metrics::{ConsumerMetrics, Outcome};
 pub use publisher::{OutgoingMessage, Publisher};

@@ -13,6 +13,8 @@
 //!   [`ProcessError::is_lock_timeout`], for the caller to retry;
 //! - [`finish`] records `processed` or `ignored` in that transaction
 //!   ([`finish_with_note`]: with the reason an event was ignored);
+//! - [`load_many`], [`lock_many`] and [`finish_many`] do the same for a
+//!   batch of events, one statement each (the worker's batches, ADR 0026);
 //! - [`record_failure`] counts a failed attempt, keeps its error and, after
 //!   the last attempt (or a permanent error), marks the event `failed`.
 
@@ -221,6 +223,86 @@ async fn finish_noted(
         .await?;
     tx.execute(&statement, &[&id, &outcome.status().as_str(), &note])
         .await?;
+    Ok(())
+}
+
+/// The events of `ids` that exist, without locking them, in no particular
+/// order (one statement for a batch of jobs).
+pub async fn load_many(client: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM webhook_events WHERE id = ANY($1)"
+        ))
+        .await?;
+    client
+        .query(&statement, &[&ids])
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The statuses of the events of `ids` that exist, their rows locked until
+/// `tx` ends: [`lock`] for a batch, in one statement. Rows are locked in id
+/// order, so two batches sharing events wait for each other instead of
+/// deadlocking; the same [`LOCK_TIMEOUT`] bounds the wait.
+pub async fn lock_many(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<Vec<(Uuid, Status)>> {
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        LOCK_TIMEOUT.as_millis()
+    ))
+    .await?;
+    let statement = tx
+        .prepare_cached(
+            "SELECT id, status FROM webhook_events WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .await?;
+    tx.query(&statement, &[&ids])
+        .await?
+        .iter()
+        .map(|row| {
+            let status: String = row.try_get(1)?;
+            Ok((
+                row.try_get(0)?,
+                Status::parse(&status).ok_or(ProcessError::UnknownStatus(status))?,
+            ))
+        })
+        .collect()
+}
+
+/// One event's successful end, for [`finish_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub id: Uuid,
+    pub outcome: Outcome,
+    /// Why an event that could have applied was ignored.
+    pub note: Option<String>,
+}
+
+/// [`finish`] / [`finish_with_note`] of several events in one statement,
+/// inside the transaction that applied them (after [`lock_many`]).
+pub async fn finish_many(tx: &Transaction<'_>, finished: &[Finished]) -> Result<()> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = finished.iter().map(|f| f.id).collect();
+    let statuses: Vec<&str> = finished
+        .iter()
+        .map(|f| f.outcome.status().as_str())
+        .collect();
+    let notes: Vec<Option<&str>> = finished
+        .iter()
+        .map(|f| f.note.as_deref().map(|n| truncate(n, MAX_ERROR_LEN)))
+        .collect();
+    let statement = tx
+        .prepare_cached(
+            "UPDATE webhook_events e \
+             SET status = t.status, processed_at = now(), attempts = e.attempts + 1, last_error = t.note \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, status, note) \
+             WHERE e.id = t.id",
+        )
+        .await?;
+    tx.execute(&statement, &[&ids, &statuses, &notes]).await?;
     Ok(())
 }
 

@@ -41,9 +41,28 @@ pub struct JobsSettings {
 pub struct ConsumerSettings {
     /// Unacknowledged deliveries the broker pushes ahead to this process.
     pub prefetch: u16,
-    /// Jobs handled at once (more than `prefetch` is never useful).
+    /// Jobs handled at once (more than `prefetch` is never useful) when
+    /// jobs are applied one at a time (`batch_size = 1`).
     pub concurrency: usize,
+    /// Most jobs applied in one transaction; 1 applies each job on its own
+    /// (ADR 0026). A batch takes at most what the prefetch window holds.
+    pub batch_size: usize,
+    /// Longest a batch waits for more jobs after its first one.
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Batches applied at once, each on its own connection, so that one
+    /// batch's commit (its WAL flush) overlaps the next one's work.
+    pub batches_in_flight: usize,
 }
+
+/// Most jobs in one batch: past a few hundred the transaction only holds
+/// its locks longer (ADR 0026).
+const MAX_BATCH_SIZE: usize = 1000;
+/// Most batches at once: each holds a database connection.
+const MAX_BATCHES_IN_FLIGHT: usize = 16;
+/// Longest a batch may wait for more jobs: the wait is latency added to
+/// every job of a quiet queue.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 impl ConsumerSettings {
     fn validate(&self, section: &'static str) -> Result<(), Invalid> {
@@ -55,7 +74,34 @@ impl ConsumerSettings {
                 Invalid::new("concurrency", "must be between 1 and prefetch").within(section),
             );
         }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(Invalid::new("batch_size", "must be between 1 and 1000").within(section));
+        }
+        if !(1..=MAX_BATCHES_IN_FLIGHT).contains(&self.batches_in_flight) {
+            return Err(
+                Invalid::new("batches_in_flight", "must be between 1 and 16").within(section),
+            );
+        }
+        if self.batch_wait > MAX_BATCH_WAIT {
+            return Err(Invalid::new("batch_wait", "must be at most 1s").within(section));
+        }
         Ok(())
+    }
+
+    /// The batch mode these settings ask for, `None` for one job at a time.
+    /// A batch is never larger than the prefetch window (it could not
+    /// fill), and no more batches run than the window can fill.
+    pub fn batches(&self) -> Option<keel_messaging::JobBatches> {
+        let max_size = self.batch_size.min(usize::from(self.prefetch)).max(1);
+        if max_size <= 1 {
+            return None;
+        }
+        let fillable = usize::from(self.prefetch).div_ceil(max_size);
+        Some(keel_messaging::JobBatches {
+            max_size,
+            max_wait: self.batch_wait,
+            in_flight: self.batches_in_flight.min(fillable).max(1),
+        })
     }
 }
 
@@ -153,6 +199,22 @@ impl Validate for Settings {
         keel_config::Validate::validate(&self.amqp)?;
         self.telemetry.validate()?;
         self.jobs.webhook.validate("jobs.webhook")?;
+        // Each job (or batch) in flight holds a connection while it
+        // commits; more than the pool has only queue up for one.
+        let connections = self.database.max_connections;
+        if self.jobs.webhook.concurrency > connections {
+            return Err(
+                Invalid::new("concurrency", "must be at most database.max_connections")
+                    .within("jobs.webhook"),
+            );
+        }
+        if self.jobs.webhook.batches_in_flight > connections {
+            return Err(Invalid::new(
+                "batches_in_flight",
+                "must be at most database.max_connections",
+            )
+            .within("jobs.webhook"));
+        }
         self.shopify.validate()?;
         self.exports.validate()?;
         // The sweeper must not fail an export whose retry is still waiting
@@ -221,6 +283,38 @@ mod tests {
         settings.shopify.api_base_url = Some("ftp://shop.example".into());
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("shopify.api_base_url"), "{error}");
+    }
+
+    #[test]
+    fn webhook_batches_are_validated_and_never_larger_than_the_prefetch_window() {
+        let settings = Settings::defaults().unwrap();
+        let batches = settings.jobs.webhook.batches().unwrap();
+        assert!(batches.max_size > 1);
+        assert!(
+            batches.max_size * batches.in_flight <= usize::from(settings.jobs.webhook.prefetch)
+        );
+
+        let mut jobs = settings.jobs.webhook.clone();
+        jobs.prefetch = 2;
+        let batches = jobs.batches().unwrap();
+        assert_eq!((batches.max_size, batches.in_flight), (2, 1));
+        jobs.batch_size = 1;
+        assert!(jobs.batches().is_none());
+
+        for (key, change) in [
+            (
+                "batch_size",
+                (|j: &mut ConsumerSettings| j.batch_size = 0) as fn(&mut _),
+            ),
+            ("batch_size", |j| j.batch_size = 5000),
+            ("batches_in_flight", |j| j.batches_in_flight = 0),
+            ("batch_wait", |j| j.batch_wait = Duration::from_secs(5)),
+        ] {
+            let mut settings = Settings::defaults().unwrap();
+            change(&mut settings.jobs.webhook);
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("jobs.webhook.{key}")), "{error}");
+        }
     }
 
     #[test]

@@ -137,12 +137,15 @@ impl Application {
         let webhook_queue = broker.topology().job_queue(JobQueue::Webhook);
         let mut consumers = vec![(
             "webhook consumer",
-            consumer_task(Consumer::new(
-                broker.clone(),
-                webhook_queue,
-                webhooks,
-                consumer_options(&settings.jobs.webhook, &settings, "worker-webhook"),
-                consumer_metrics.clone(),
+            consumer_task(webhook_consumer(
+                Consumer::new(
+                    broker.clone(),
+                    webhook_queue,
+                    webhooks,
+                    consumer_options(&settings.jobs.webhook, &settings, "worker-webhook"),
+                    consumer_metrics.clone(),
+                ),
+                &settings.jobs.webhook,
             )),
         )];
 
@@ -151,6 +154,10 @@ impl Application {
         let export_jobs = ConsumerSettings {
             prefetch: settings.exports.prefetch,
             concurrency: settings.exports.concurrency,
+            // An export is minutes of work of its own: nothing to batch.
+            batch_size: 1,
+            batch_wait: std::time::Duration::ZERO,
+            batches_in_flight: 1,
         };
         consumers.push((
             "export consumer",
@@ -237,6 +244,18 @@ fn consumer_options(jobs: &ConsumerSettings, settings: &Settings, tag: &str) -> 
         concurrency: jobs.concurrency,
         grace_period: settings.http.shutdown_grace,
         consumer_tag: tag.to_owned(),
+    }
+}
+
+/// The webhook consumer in batch mode when `[jobs.webhook] batch_size` asks
+/// for it (ADR 0026).
+fn webhook_consumer<H: keel_messaging::Handler>(
+    consumer: Consumer<H>,
+    jobs: &ConsumerSettings,
+) -> Consumer<H> {
+    match jobs.batches() {
+        Some(batches) => consumer.with_batches(batches),
+        None => consumer,
     }
 }
 

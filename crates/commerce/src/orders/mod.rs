@@ -17,6 +17,7 @@
 //!   response.
 //! - [`error`]: the module's [`Error`].
 
+pub mod batch;
 pub mod domain;
 pub mod error;
 pub mod idempotency;

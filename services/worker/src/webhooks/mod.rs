@@ -38,6 +38,7 @@
 //!   does a Stripe confirmation not newer (its `created`) than the one
 //!   that paid the order, whatever the order's status since (ADR 0025).
 
+mod batch;
 pub mod error;
 pub mod money;
 pub mod shopify;
@@ -93,6 +94,17 @@ pub enum JobEnd {
     Ignored,
     /// Already processed or ignored: a redelivery, a duplicate job.
     Skipped,
+}
+
+impl JobEnd {
+    /// The metric's `outcome` label.
+    fn as_str(self) -> &'static str {
+        match self {
+            JobEnd::Processed => "processed",
+            JobEnd::Ignored => "ignored",
+            JobEnd::Skipped => "skipped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -345,26 +357,16 @@ fn stale_note(
 
 impl Handler for WebhookHandler {
     async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
-        let envelope: Envelope<Job> = message.decode()?;
-        let Job::WebhookProcess(job) = envelope.body else {
-            return Err(HandlerError::permanent(format!(
-                "{} is not a webhook job",
-                envelope.message_type()
-            )));
-        };
+        let event_id = Self::event_id(message)?;
         let started = Instant::now();
         let mut source = None;
-        let result = self.process_event(job.event_id, &mut source).await;
+        let result = self.process_event(event_id, &mut source).await;
         let source = source.unwrap_or_else(|| "unknown".to_owned());
         let inner = &self.inner;
         match result {
             Ok(end) => {
-                let outcome = match end {
-                    JobEnd::Processed => "processed",
-                    JobEnd::Ignored => "ignored",
-                    JobEnd::Skipped => "skipped",
-                };
-                tracing::debug!(event_id = %job.event_id, outcome, elapsed = ?started.elapsed(), "webhook event handled");
+                let outcome = end.as_str();
+                tracing::debug!(event_id = %event_id, outcome, elapsed = ?started.elapsed(), "webhook event handled");
                 inner.metrics.count(&source, outcome);
                 Ok(())
             }
@@ -374,27 +376,56 @@ impl Handler for WebhookHandler {
                 inner.metrics.count(&source, "held");
                 Err(HandlerError::unavailable(error))
             }
-            Err(error) => {
-                let permanent = !error.is_transient();
-                let last = permanent || message.attempt() >= inner.max_attempts;
-                let text = error.to_string();
-                if !matches!(error, ProcessingError::UnknownEvent(_)) {
-                    self.record_failure(job.event_id, &text, last).await;
-                }
-                inner
-                    .metrics
-                    .count(&source, if last { "failed" } else { "retried" });
-                Err(if permanent {
-                    HandlerError::permanent(error)
-                } else {
-                    HandlerError::transient(error)
-                })
-            }
+            Err(error) => Err(self.failed(message, event_id, &source, error).await),
         }
+    }
+
+    /// Batch mode (`[jobs.webhook] batch_size` > 1): see [`batch`].
+    async fn handle_batch(&self, messages: &[Incoming]) -> Vec<Result<(), HandlerError>> {
+        self.handle_jobs(messages).await
     }
 }
 
 impl WebhookHandler {
+    /// The event a `webhook.process` job names; another body is permanent.
+    fn event_id(message: &Incoming) -> Result<Uuid, HandlerError> {
+        let envelope: Envelope<Job> = message.decode()?;
+        let message_type = envelope.message_type();
+        match envelope.body {
+            Job::WebhookProcess(job) => Ok(job.event_id),
+            _ => Err(HandlerError::permanent(format!(
+                "{message_type} is not a webhook job"
+            ))),
+        }
+    }
+
+    /// The bookkeeping of a failed attempt at `event_id` (not an outage):
+    /// the attempt and its error on the event, `failed` when no retry
+    /// follows, the metric; returns what the consumer does with the job.
+    async fn failed(
+        &self,
+        message: &Incoming,
+        event_id: Uuid,
+        source: &str,
+        error: ProcessingError,
+    ) -> HandlerError {
+        let inner = &self.inner;
+        let permanent = !error.is_transient();
+        let last = permanent || message.attempt() >= inner.max_attempts;
+        let text = error.to_string();
+        if !matches!(error, ProcessingError::UnknownEvent(_)) {
+            self.record_failure(event_id, &text, last).await;
+        }
+        inner
+            .metrics
+            .count(source, if last { "failed" } else { "retried" });
+        if permanent {
+            HandlerError::permanent(error)
+        } else {
+            HandlerError::transient(error)
+        }
+    }
+
     /// Counts the failed attempt on the event. Best effort: when the
     /// database itself is what failed, this fails too, and the job's own
     /// retry (or its dead letter) is what remains.
