@@ -6,7 +6,8 @@
 //! creates a database and an AMQP namespace of its own and removes them.
 //!
 //! ```text
-//! cargo run --release -p keel-outbox --example relay_drain -- [rows] [relays]
+//! cargo run --release -p keel-outbox --example relay_drain -- \
+//!     [rows] [relays] [batch_size] [concurrent_batches] [channels]
 //! ```
 //!
 //! Prints one JSON line: rows, relays, seconds, rows_per_second and the
@@ -35,6 +36,21 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let rows: i64 = args.next().map_or(100_000, |a| a.parse().unwrap());
     let relays: usize = args.next().map_or(1, |a| a.parse().unwrap());
+    let defaults = RelayOptions::default();
+    let options = RelayOptions {
+        batch_size: args
+            .next()
+            .map_or(defaults.batch_size, |a| a.parse().unwrap()),
+        concurrent_batches: args
+            .next()
+            .map_or(defaults.concurrent_batches, |a| a.parse().unwrap()),
+        ..defaults
+    };
+    let channels: usize = args
+        .next()
+        .map_or(keel_messaging::publisher::DEFAULT_PIPELINE_CHANNELS, |a| {
+            a.parse().unwrap()
+        });
     let test = TestBroker::new().await;
     let db = TestDatabase::create(SCHEMA, &[&MIGRATIONS]).await;
     let queue = test.topology().job_queue(JobQueue::Webhook).name;
@@ -74,8 +90,8 @@ async fn main() {
             db.pool().clone(),
             db.url().parse().unwrap(),
             SCHEMA,
-            Publisher::new(test.broker(&format!("relay-{i}"))),
-            RelayOptions::default(),
+            Publisher::with_pipeline_channels(test.broker(&format!("relay-{i}")), channels),
+            options.clone(),
             RelayMetrics::default(),
         );
         tasks.push(tokio::spawn(relay.run(stop.clone())));
@@ -103,7 +119,9 @@ async fn main() {
     #[allow(clippy::cast_precision_loss)]
     let rate = rows as f64 / seconds;
     println!(
-        "{{\"rows\":{rows},\"relays\":{relays},\"body_bytes\":{body_size},\"seconds\":{seconds:.3},\"rows_per_second\":{rate:.0},\"bare_publisher_per_second\":{bare:.0},\"ratio\":{:.2}}}",
+        "{{\"rows\":{rows},\"relays\":{relays},\"batch_size\":{},\"concurrent_batches\":{},\"channels\":{channels},\"body_bytes\":{body_size},\"seconds\":{seconds:.3},\"rows_per_second\":{rate:.0},\"bare_publisher_per_second\":{bare:.0},\"ratio\":{:.2}}}",
+        options.batch_size,
+        options.concurrent_batches,
         rate / bare
     );
     test.cleanup().await;
