@@ -30,19 +30,25 @@ bench_gateway_token() {
     export BENCH_GATEWAY_TOKEN
 }
 
-bench_gateway_orders() {
+BENCH_GATEWAY_ORDER='{"currency":"EUR","items":[{"sku":"TSHIRT-M","quantity":2,"unit_price_cents":1500},{"sku":"MUG","quantity":1,"unit_price_cents":899}]}'
+
+# Writes: each request creates an order with its lines and its order.created
+# outbox row (one transaction, all durability on), plus the limiter's Redis
+# script and the cache write-through after commit; the gateway's relay
+# publishes the event meanwhile. Also `scripts/bench orders` on its own.
+bench_gateway_orders_post() {
     bench_baseline_postgres
     bench_gateway_token
-    local auth="Authorization: Bearer $BENCH_GATEWAY_TOKEN"
-    local order='{"currency":"EUR","items":[{"sku":"TSHIRT-M","quantity":2,"unit_price_cents":1500},{"sku":"MUG","quantity":1,"unit_price_cents":899}]}'
-
-    # Writes: each request is one transaction of four statements (order,
-    # items, outbox row + NOTIFY) plus the limiter's Redis script and the
-    # cache write-through and invalidation broadcast after commit.
     # shellcheck disable=SC2154 # BENCH_PID_api_gateway is set by bench_start_services
     bench_http "api-gateway POST /api/v1/orders" "$BENCH_PG_BASELINE" "$BENCH_GATEWAY_URL/api/v1/orders" \
-        -m POST -H "$auth" -H 'Content-Type: application/json' -b "$order" \
-        --warmup 1 --target-pid "$BENCH_PID_api_gateway"
+        -m POST -H "Authorization: Bearer $BENCH_GATEWAY_TOKEN" -H 'Content-Type: application/json' \
+        -b "$BENCH_GATEWAY_ORDER" --warmup 1 --target-pid "$BENCH_PID_api_gateway"
+}
+
+bench_gateway_orders() {
+    bench_gateway_orders_post
+    local auth="Authorization: Bearer $BENCH_GATEWAY_TOKEN"
+    local order=$BENCH_GATEWAY_ORDER
 
     # Replays: the same Idempotency-Key every time, so after the first
     # request each one is a key lookup and a stored response.

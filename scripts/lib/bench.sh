@@ -29,7 +29,14 @@
 #   bench_baseline_redis         redis-benchmark GET and SET (once per run)
 #   bench_start_services         release build + migrate + start the four
 #                                services against the bench servers; sets
-#                                BENCH_GATEWAY_URL and BENCH_PID_<service>
+#                                BENCH_GATEWAY_URL and BENCH_PID_<service>;
+#                                bootstraps an admin (BENCH_ADMIN_EMAIL/PASSWORD)
+#   bench_cpu_ms ROOT...         CPU ms (user+sys) so far of each ROOT (a pid,
+#                                or text its command line contains) and all its
+#                                descendants, exited children included (the
+#                                roots' cutime/cstime): call before and after
+#   bench_pg_cpu_ms              the same for the bench PostgreSQL server (the
+#                                postmaster and every backend, exited ones too)
 
 if [[ -n "${KEEL_BENCH_SH_LOADED:-}" ]]; then return 0; fi
 KEEL_BENCH_SH_LOADED=1
@@ -208,8 +215,70 @@ PY
 
 # For scenarios that measure Keel itself: builds the services in release and
 # starts them against the bench servers. Ports are free ones.
+bench_cpu_ms() {
+    python3 - "$@" <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the comm: state ppid ... utime(14) stime cutime cstime.
+    return int(rest[1]), sum(int(v) for v in rest[11:15])
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+procs = {}
+for name in os.listdir("/proc"):
+    if name.isdigit():
+        s = stat(name)
+        if s:
+            procs[int(name)] = s
+children = {}
+for pid, (ppid, _) in procs.items():
+    children.setdefault(ppid, []).append(pid)
+roots = set()
+for arg in sys.argv[1:]:
+    if arg.isdigit():
+        roots.add(int(arg))
+    else:
+        roots |= {p for p in procs if arg in cmdline(p)}
+# Keep the topmost matches only: a descendant is counted through its root.
+seen, total, todo = set(), 0, sorted(roots)
+for root in list(todo):
+    p = procs.get(root, (None,))[0]
+    while p in procs:
+        if p in roots:
+            todo.remove(root)
+            break
+        p = procs[p][0]
+while todo:
+    pid = todo.pop()
+    if pid in seen or pid not in procs:
+        continue
+    seen.add(pid)
+    total += procs[pid][1]
+    todo.extend(children.get(pid, []))
+print(round(total * 1000 / tick))
+PY
+}
+
+bench_pg_cpu_ms() {
+    bench_cpu_ms "$BENCH_TMP/servers/postgres/data"
+}
+
 bench_start_services() {
     [[ -n "${BENCH_GATEWAY_URL:-}" ]] && return 0
+    # An admin, so scenarios can read any order (webhook orders have no user).
+    export KEEL_BOOTSTRAP_ADMIN_EMAIL="${KEEL_BOOTSTRAP_ADMIN_EMAIL:-bench-admin@example.com}"
+    export KEEL_BOOTSTRAP_ADMIN_PASSWORD="${KEEL_BOOTSTRAP_ADMIN_PASSWORD:-bench-Admin-Password-8472}"
+    BENCH_ADMIN_EMAIL="$KEEL_BOOTSTRAP_ADMIN_EMAIL"
+    BENCH_ADMIN_PASSWORD="$KEEL_BOOTSTRAP_ADMIN_PASSWORD"
     build_services release || die "release build failed"
     local auth_port analytics_port worker_port gateway_port
     read -r auth_port analytics_port worker_port gateway_port < <(pick_free_ports 4)

@@ -82,6 +82,18 @@ struct Args {
     #[arg(long)]
     body_file: Option<std::path::PathBuf>,
 
+    /// Replace every occurrence of this text in the body with a number unique
+    /// to the request (and to this run), e.g. `-b '{"id":ORDER_ID}'
+    /// --unique-body-token ORDER_ID`: each webhook then names its own order.
+    #[arg(long)]
+    unique_body_token: Option<String>,
+
+    /// Sign each request's final body as Shopify does (`X-Shopify-Hmac-Sha256`,
+    /// base64 HMAC-SHA256) with this secret; needed with --unique-body-token,
+    /// whose bodies differ per request.
+    #[arg(long)]
+    shopify_secret: Option<String>,
+
     /// Tokio worker threads for the generator itself.
     #[arg(short = 't', long, default_value_t = 2)]
     threads: usize,
@@ -109,6 +121,11 @@ struct Plan {
     unique_prefix: String,
     counter: std::sync::atomic::AtomicU64,
     body: Bytes,
+    /// The body split at each unique token (a single part when there is none).
+    body_parts: Option<Vec<String>>,
+    /// Shopify numbers in unique bodies start here: distinct across runs.
+    body_base: u64,
+    shopify_secret: Option<String>,
     timeout: Duration,
     /// Gap between two requests of one connection, when a rate is set.
     interval: Option<Duration>,
@@ -280,6 +297,23 @@ fn build_plan(args: &Args) -> Result<Plan> {
         }
         (None, None) => Bytes::new(),
     };
+    let body_parts = match &args.unique_body_token {
+        Some(token) if !token.is_empty() => {
+            let text =
+                std::str::from_utf8(&body).context("--unique-body-token needs a UTF-8 body")?;
+            if !text.contains(token.as_str()) {
+                bail!("the body does not contain the --unique-body-token {token:?}");
+            }
+            Some(text.split(token.as_str()).map(str::to_owned).collect())
+        }
+        Some(_) => bail!("--unique-body-token must not be empty"),
+        None => None,
+    };
+    // 10^14 + (start in ms mod 10^9) * 10^6 + n: below 2^53 (JSON numbers
+    // stay exact), and two runs started a millisecond apart only meet after
+    // a million requests.
+    let started_ms = u64::try_from(started / 1_000_000).unwrap_or(u64::MAX);
+    let body_base = 100_000_000_000_000 + (started_ms % 1_000_000_000) * 1_000_000;
     let interval = match args.rate {
         Some(rate) if rate > 0.0 => Some(Duration::from_secs_f64(args.connections as f64 / rate)),
         Some(_) => bail!("--rate must be positive"),
@@ -296,6 +330,9 @@ fn build_plan(args: &Args) -> Result<Plan> {
         unique_prefix,
         counter: std::sync::atomic::AtomicU64::new(0),
         body,
+        body_parts,
+        body_base,
+        shopify_secret: args.shopify_secret.clone(),
         timeout: Duration::from_secs_f64(args.timeout),
         interval,
     })
@@ -489,11 +526,22 @@ async fn send_one(plan: &Plan, sender: &mut Option<Sender>) -> Result<u16> {
     for (name, value) in &plan.headers {
         builder = builder.header(name, value);
     }
+    // One number per request names it in every unique header and body token.
+    let n = plan
+        .counter
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for name in &plan.unique_headers {
-        let n = plan
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         builder = builder.header(name, format!("{}-{n}", plan.unique_prefix));
+    }
+    let body = match &plan.body_parts {
+        Some(parts) => Bytes::from(parts.join(&(plan.body_base + n).to_string())),
+        None => plan.body.clone(),
+    };
+    if let Some(secret) = &plan.shopify_secret {
+        builder = builder.header(
+            "X-Shopify-Hmac-Sha256",
+            keel_webhooks::sign::shopify(secret, &body),
+        );
     }
     if !plan.body.is_empty()
         && !plan
@@ -504,7 +552,7 @@ async fn send_one(plan: &Plan, sender: &mut Option<Sender>) -> Result<u16> {
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     let request = builder
-        .body(Full::new(plan.body.clone()))
+        .body(Full::new(body))
         .context("building the request")?;
     let response = s
         .send_request(request)
