@@ -88,11 +88,15 @@ pub(crate) fn base_properties(
         .with_timestamp(u64::try_from(timestamp.timestamp()).unwrap_or(0))
 }
 
-/// Channels a publisher pipelines groups over by default: a batch split
-/// over several channels is framed and confirmed in parallel by the broker
-/// (one channel process each), and groups of concurrent callers do not wait
-/// for one another's channel (ADR 0028).
-pub const DEFAULT_PIPELINE_CHANNELS: usize = 4;
+/// Channels a group is split over at most: RabbitMQ runs one process per
+/// channel, so the shares are framed, routed and confirmed in parallel
+/// (ADR 0028).
+pub const CHANNELS_PER_GROUP: usize = 4;
+
+/// Pipeline channels of a publisher by default: room for two groups at
+/// once (the relay's `concurrent_batches`) without one waiting for the
+/// other's channels.
+pub const DEFAULT_PIPELINE_CHANNELS: usize = 2 * CHANNELS_PER_GROUP;
 
 /// The smallest share of a group worth a channel of its own: below it, the
 /// extra channel's confirm round trip costs more than it saves.
@@ -124,8 +128,8 @@ impl Publisher {
         Self::with_pipeline_channels(broker, DEFAULT_PIPELINE_CHANNELS)
     }
 
-    /// A publisher whose pipelined groups spread over `channels` channels
-    /// (at least one).
+    /// A publisher with `channels` pipeline channels (at least one); each
+    /// group uses up to [`CHANNELS_PER_GROUP`] of them.
     pub fn with_pipeline_channels(broker: Broker, channels: usize) -> Self {
         Self {
             broker,
@@ -259,7 +263,8 @@ impl Publisher {
     /// message's own refusal); anything else (channel lost, no confirm
     /// within `amqp.publish_timeout`) says nothing about the message.
     ///
-    /// The group is split over the pipeline channels, each held for its
+    /// The group is split over up to [`CHANNELS_PER_GROUP`] free pipeline
+    /// channels, each held for its
     /// share from first publish to last confirm, so a `basic.return` seen on
     /// it is one of the share's. lapin hands a return to whichever confirm
     /// it completes next (with a multiple-ack, possibly a neighbour's), so
@@ -269,9 +274,8 @@ impl Publisher {
         if messages.is_empty() {
             return Vec::new();
         }
-        let shares = self
-            .pipeline
-            .len()
+        let shares = CHANNELS_PER_GROUP
+            .min(self.pipeline.len())
             .min(messages.len().div_ceil(MIN_MESSAGES_PER_CHANNEL))
             .max(1);
         let share_len = messages.len().div_ceil(shares);

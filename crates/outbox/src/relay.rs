@@ -396,10 +396,14 @@ impl Relay {
         let mut outcome = Outcome::default();
         // Rows that cannot be made into a message are refused here; the
         // others go to the broker.
-        let mut sendable: Vec<(&Row, RoutedMessage)> = Vec::with_capacity(rows.len());
+        let mut sent_rows: Vec<&Row> = Vec::with_capacity(rows.len());
+        let mut messages: Vec<RoutedMessage> = Vec::with_capacity(rows.len());
         for row in &rows {
             match self.to_message(row) {
-                Ok(message) => sendable.push((row, message)),
+                Ok(message) => {
+                    sent_rows.push(row);
+                    messages.push(message);
+                }
                 Err(error) => outcome.record(row, row.get("id"), Err(error), &self.options),
             }
         }
@@ -407,16 +411,15 @@ impl Relay {
         // failed attempt, not a batch's worth. Then the rest, all in flight
         // at once. A row the broker refuses is the row's problem, not the
         // broker's: the rest of the batch goes on.
-        let split = sendable.len().min(1);
-        let (head, rest) = sendable.split_at(split);
-        for part in [head, rest] {
+        let split = messages.len().min(1);
+        let (head, rest) = messages.split_at(split);
+        let (head_rows, rest_rows) = sent_rows.split_at(split);
+        for (part, part_rows) in [(head, head_rows), (rest, rest_rows)] {
             if part.is_empty() || outcome.broker_error.is_some() {
                 continue;
             }
-            let messages: Vec<RoutedMessage> =
-                part.iter().map(|(_, message)| message.clone()).collect();
-            let results = self.publisher.publish_pipelined(&messages).await;
-            for ((row, message), result) in part.iter().zip(results) {
+            let results = self.publisher.publish_pipelined(part).await;
+            for ((row, message), result) in part_rows.iter().zip(part).zip(results) {
                 outcome.record(
                     row,
                     message.message.id,

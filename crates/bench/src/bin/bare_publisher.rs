@@ -3,7 +3,7 @@
 //! Publishes N persistent messages of a given size, with publisher
 //! confirms, to a durable quorum queue (as Keel's queues are), pipelined
 //! exactly as the relay does: groups of `--batch` messages with every
-//! confirm in flight, each group split over the publisher's channels,
+//! confirm in flight, each group split over up to 4 channels,
 //! `--concurrent-batches` groups at a time (ADR 0028). No database: what is
 //! left is the broker and the client. Prints one JSON line:
 //! `{"messages":…,"seconds":…,"rate":…}` (plus the parameters).
@@ -53,7 +53,8 @@ struct Args {
     /// Groups in flight at once (the relay's `outbox.concurrent_batches`).
     #[arg(long, default_value_t = 2)]
     concurrent_batches: usize,
-    /// Channels each group is split over.
+    /// Pipeline channels of the publisher (each group uses up to
+    /// `keel_messaging::publisher::CHANNELS_PER_GROUP` of them).
     #[arg(long, default_value_t = keel_messaging::publisher::DEFAULT_PIPELINE_CHANNELS)]
     channels: usize,
 }
@@ -99,7 +100,7 @@ async fn main() -> Result<()> {
 
     let publisher = Arc::new(Publisher::with_pipeline_channels(
         broker.clone(),
-        args.channels * args.concurrent_batches.max(1),
+        args.channels,
     ));
     let body = vec![b'x'; args.size];
     let batch = args.batch.max(1);
