@@ -2,7 +2,7 @@
 //! its `order.created` outbox row go in one statement, together or not at
 //! all, and without a NOTIFY (which would serialise concurrent commits;
 //! ADR 0027).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

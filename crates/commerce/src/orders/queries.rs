@@ -61,92 +61,189 @@ fn from_row(row: &Row) -> Result<Order> {
 /// order writes at one per flush (ADR 0027). Wake the relay after the
 /// commit (`keel_outbox::RelayWaker`; its poll finds the row otherwise).
 pub async fn create(client: &impl GenericClient, order: &NewOrder) -> Result<Order> {
-    let id = Uuid::now_v7();
-    let source = order.source.as_string();
-    let total = order.total_cents();
-    let lines = Lines::of(&order.items);
-    // The event carries no timestamps, so it is known before the insert
-    // and can ride in the same statement.
-    let event = OutboxRow::event(&Envelope::new(DomainEvent::OrderCreated(
-        keel_contracts::events::OrderSnapshot {
-            order_id: id,
-            user_id: order.user_id,
-            status: OrderStatus::Pending.as_str().to_owned(),
-            currency: order.currency.as_str().to_owned(),
-            total_cents: total,
-            source: source.clone(),
-        },
-    )))?;
-    // The lines and the event are written `FROM inserted`, so they exist
-    // only with the order; a failure anywhere (a duplicate external_id)
-    // fails the statement and leaves nothing. Prepared once per connection.
+    let mut created = create_many(client, std::slice::from_ref(order)).await?;
+    created
+        .pop()
+        .ok_or(Error::Corrupt("the order was not inserted".into()))
+}
+
+/// [`create`] for several orders in the same statement, so they share one
+/// round trip and one commit (the gateway's group commit). All or none:
+/// one order's failure (a duplicate external_id) fails the statement, and
+/// the caller retries the others alone. Returns the orders in input order.
+pub async fn create_many(client: &impl GenericClient, orders: &[NewOrder]) -> Result<Vec<Order>> {
+    let rows = NewRows::of(orders)?;
+    // Lines and events join `inserted`: they exist only with their order.
+    // Prepared once per connection.
     let statement = client
         .prepare_cached(
             "WITH inserted AS ( \
                  INSERT INTO orders (id, external_id, status, currency, total_cents, customer_email, user_id, source) \
-                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) \
+                 SELECT id, external_id, 'pending', currency, total_cents, customer_email, user_id, source \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::uuid[], $7::text[]) \
+                     AS o(id, external_id, currency, total_cents, customer_email, user_id, source) \
                  RETURNING id, created_at, updated_at \
              ), lines AS ( \
                  INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents) \
-                 SELECT inserted.id, p, s, q, u FROM inserted, \
-                     unnest($8::int[], $9::text[], $10::int[], $11::bigint[]) AS t(p, s, q, u) \
-             ), event AS ( \
+                 SELECT l.order_id, l.position, l.sku, l.quantity, l.unit_price_cents \
+                 FROM unnest($8::uuid[], $9::int[], $10::text[], $11::int[], $12::bigint[]) \
+                     AS l(order_id, position, sku, quantity, unit_price_cents) \
+                 JOIN inserted ON inserted.id = l.order_id \
+             ), events AS ( \
                  INSERT INTO outbox (id, target, routing_key, message_type, payload, headers) \
-                 SELECT $12::uuid, $13::text, $14::text, $15::text, $16::jsonb, $17::jsonb FROM inserted \
+                 SELECT e.id, e.target, e.routing_key, e.message_type, e.payload, e.headers \
+                 FROM unnest($13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::jsonb[]) \
+                     AS e(order_id, id, target, routing_key, message_type, payload, headers) \
+                 JOIN inserted ON inserted.id = e.order_id \
              ) \
-             SELECT created_at, updated_at FROM inserted",
+             SELECT id, created_at, updated_at FROM inserted",
         )
         .await?;
-    let row = client
-        .query_one(
+    let inserted = client
+        .query(
             &statement,
             &[
-                &id,
-                &order.external_id.as_ref().map(|e| e.as_str()),
-                &order.currency.as_str(),
-                &total,
-                &order.customer_email.as_ref().map(|e| e.as_str()),
-                &order.user_id,
-                &source,
-                &lines.positions,
-                &lines.skus,
-                &lines.quantities,
-                &lines.prices,
-                &event.id,
-                &event.target,
-                &event.routing_key,
-                &event.message_type,
-                &event.payload,
-                &event.headers,
+                &rows.ids,
+                &rows.external_ids,
+                &rows.currencies,
+                &rows.totals,
+                &rows.emails,
+                &rows.users,
+                &rows.sources,
+                &rows.line_orders,
+                &rows.lines.positions,
+                &rows.lines.skus,
+                &rows.lines.quantities,
+                &rows.lines.prices,
+                &rows.ids,
+                &rows.event_ids,
+                &rows.event_targets,
+                &rows.event_keys,
+                &rows.event_types,
+                &rows.event_payloads,
+                &rows.event_headers,
             ],
         )
         .await?;
-    Ok(Order {
-        id,
-        external_id: order.external_id.as_ref().map(|e| e.as_str().to_owned()),
-        status: OrderStatus::Pending,
-        currency: order.currency.as_str().to_owned(),
-        total_cents: total,
-        items: order
-            .items
-            .iter()
-            .map(|i| OrderItem {
-                sku: i.sku.as_str().to_owned(),
-                quantity: i.quantity.get(),
-                unit_price_cents: i.unit_price_cents.get(),
+    let mut stamps = std::collections::HashMap::with_capacity(inserted.len());
+    for row in &inserted {
+        let id: Uuid = row.try_get(0)?;
+        stamps.insert(id, (row.try_get(1)?, row.try_get(2)?));
+    }
+    orders
+        .iter()
+        .zip(&rows.ids)
+        .map(|(order, id)| {
+            let (created_at, updated_at) = stamps
+                .get(id)
+                .copied()
+                .ok_or_else(|| Error::Corrupt(format!("order {id} was not inserted")))?;
+            Ok(Order {
+                id: *id,
+                external_id: order.external_id.as_ref().map(|e| e.as_str().to_owned()),
+                status: OrderStatus::Pending,
+                currency: order.currency.as_str().to_owned(),
+                total_cents: order.total_cents(),
+                items: order
+                    .items
+                    .iter()
+                    .map(|i| OrderItem {
+                        sku: i.sku.as_str().to_owned(),
+                        quantity: i.quantity.get(),
+                        unit_price_cents: i.unit_price_cents.get(),
+                    })
+                    .collect(),
+                customer_email: order.customer_email.as_ref().map(|e| e.as_str().to_owned()),
+                user_id: order.user_id,
+                source: order.source.as_string(),
+                fulfillment_status: None,
+                created_at,
+                updated_at,
             })
-            .collect(),
-        customer_email: order.customer_email.as_ref().map(|e| e.as_str().to_owned()),
-        user_id: order.user_id,
-        source,
-        fulfillment_status: None,
-        created_at: row.try_get(0)?,
-        updated_at: row.try_get(1)?,
-    })
+        })
+        .collect()
 }
 
-/// An order's lines as column arrays, for `unnest` (one statement however
+/// New orders as the column arrays [`create_many`] unnests.
+struct NewRows<'a> {
+    ids: Vec<Uuid>,
+    external_ids: Vec<Option<&'a str>>,
+    currencies: Vec<&'a str>,
+    totals: Vec<i64>,
+    emails: Vec<Option<&'a str>>,
+    users: Vec<Option<Uuid>>,
+    sources: Vec<String>,
+    /// The order of each line in `lines`.
+    line_orders: Vec<Uuid>,
+    lines: Lines<'a>,
+    event_ids: Vec<Uuid>,
+    event_targets: Vec<&'static str>,
+    event_keys: Vec<&'static str>,
+    event_types: Vec<&'static str>,
+    event_payloads: Vec<serde_json::Value>,
+    event_headers: Vec<serde_json::Value>,
+}
+
+impl<'a> NewRows<'a> {
+    fn of(orders: &'a [NewOrder]) -> Result<Self> {
+        let mut rows = NewRows {
+            ids: Vec::with_capacity(orders.len()),
+            external_ids: Vec::with_capacity(orders.len()),
+            currencies: Vec::with_capacity(orders.len()),
+            totals: Vec::with_capacity(orders.len()),
+            emails: Vec::with_capacity(orders.len()),
+            users: Vec::with_capacity(orders.len()),
+            sources: Vec::with_capacity(orders.len()),
+            line_orders: Vec::new(),
+            lines: Lines::default(),
+            event_ids: Vec::with_capacity(orders.len()),
+            event_targets: Vec::with_capacity(orders.len()),
+            event_keys: Vec::with_capacity(orders.len()),
+            event_types: Vec::with_capacity(orders.len()),
+            event_payloads: Vec::with_capacity(orders.len()),
+            event_headers: Vec::with_capacity(orders.len()),
+        };
+        for order in orders {
+            let id = Uuid::now_v7();
+            let source = order.source.as_string();
+            // The event carries no timestamps, so it is known before the
+            // insert and can ride in the same statement.
+            let event = OutboxRow::event(&Envelope::new(DomainEvent::OrderCreated(
+                keel_contracts::events::OrderSnapshot {
+                    order_id: id,
+                    user_id: order.user_id,
+                    status: OrderStatus::Pending.as_str().to_owned(),
+                    currency: order.currency.as_str().to_owned(),
+                    total_cents: order.total_cents(),
+                    source: source.clone(),
+                },
+            )))?;
+            rows.ids.push(id);
+            rows.external_ids
+                .push(order.external_id.as_ref().map(|e| e.as_str()));
+            rows.currencies.push(order.currency.as_str());
+            rows.totals.push(order.total_cents());
+            rows.emails
+                .push(order.customer_email.as_ref().map(|e| e.as_str()));
+            rows.users.push(order.user_id);
+            rows.sources.push(source);
+            rows.line_orders
+                .extend(std::iter::repeat_n(id, order.items.len()));
+            rows.lines.extend(&order.items);
+            rows.event_ids.push(event.id);
+            rows.event_targets.push(event.target);
+            rows.event_keys.push(event.routing_key);
+            rows.event_types.push(event.message_type);
+            rows.event_payloads.push(event.payload);
+            rows.event_headers.push(event.headers);
+        }
+        Ok(rows)
+    }
+}
+
+/// Order lines as column arrays, for `unnest` (one statement however
 /// many lines).
+#[derive(Default)]
 struct Lines<'a> {
     positions: Vec<i32>,
     skus: Vec<&'a str>,
@@ -156,12 +253,19 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn of(items: &'a [NewItem]) -> Self {
-        Self {
-            positions: (0..).take(items.len()).collect(),
-            skus: items.iter().map(|i| i.sku.as_str()).collect(),
-            quantities: items.iter().map(|i| i.quantity.get()).collect(),
-            prices: items.iter().map(|i| i.unit_price_cents.get()).collect(),
-        }
+        let mut lines = Self::default();
+        lines.extend(items);
+        lines
+    }
+
+    /// Appends one order's lines, numbered from 0.
+    fn extend(&mut self, items: &'a [NewItem]) {
+        self.positions.extend((0..).take(items.len()));
+        self.skus.extend(items.iter().map(|i| i.sku.as_str()));
+        self.quantities
+            .extend(items.iter().map(|i| i.quantity.get()));
+        self.prices
+            .extend(items.iter().map(|i| i.unit_price_cents.get()));
     }
 }
 

@@ -27,6 +27,10 @@ pub enum OrdersError {
     IdempotencyKeyReused,
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] keel_commerce::orders::Error),
+    /// The group commit could not take or commit the order in time (queue
+    /// full, deadline passed, its batch failed retryably): 503, retry.
+    #[error("the order store is busy: {0}")]
+    Busy(#[source] crate::orders::group_commit::CommitError),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -88,7 +92,24 @@ impl OrdersError {
             OrdersError::Unavailable(_) => {
                 Problem::unavailable("The order store is unreachable; retry shortly.")
             }
+            OrdersError::Busy(_) => Problem::unavailable(
+                "The order store cannot take this order in time; retry shortly.",
+            ),
             OrdersError::Unexpected(_) => Problem::internal(),
+        }
+    }
+}
+
+impl From<crate::orders::group_commit::CommitError> for OrdersError {
+    fn from(error: crate::orders::group_commit::CommitError) -> Self {
+        use crate::orders::group_commit::CommitError;
+        match error {
+            CommitError::Order(e) => e.into(),
+            CommitError::Batch {
+                retryable: false,
+                message,
+            } => OrdersError::Unexpected(anyhow::anyhow!(message)),
+            e => OrdersError::Busy(e),
         }
     }
 }
@@ -132,11 +153,14 @@ impl ResponseError for OrdersError {
             OrdersError::Unavailable(e) => {
                 tracing::warn!(error = %e, "order store unavailable");
             }
+            OrdersError::Busy(e) => {
+                tracing::warn!(error = %e, "order store busy");
+            }
             _ => {}
         }
         let problem = self.problem();
         let mut response = problem.response_builder();
-        if matches!(self, OrdersError::Unavailable(_)) {
+        if matches!(self, OrdersError::Unavailable(_) | OrdersError::Busy(_)) {
             response.insert_header((RETRY_AFTER, "1"));
         }
         response.json(&problem)

@@ -91,18 +91,19 @@ pub async fn create(
         fingerprint: Fingerprint::of("POST", req.path(), &body),
         expires_at: Utc::now() + ttl,
     });
-    let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
     let location = |id: Uuid| format!("{}/{}", req.path().trim_end_matches('/'), id);
     let (cached, location) = match &key {
-        // Without a key the order's one statement is its own transaction:
-        // one round trip, order, lines and event committed together.
+        // Without a key the order goes through the group commit: its one
+        // statement (order, lines, event) commits, alone or with others
+        // that arrived meanwhile, before the answer.
         None => {
-            let order = orders::create(&client, &new).await?;
+            let order = orders.commits.create(new).await?;
             let location = location(order.id);
             (cached_order(order)?, location)
         }
         // With a key, the claim and the stored response commit with it.
         Some(key) => {
+            let mut client = orders.pool.get().await.map_err(keel_db::Error::from)?;
             let tx = match idempotency::begin(&mut client, Some(*key)).await? {
                 NextAction::Proceed(tx) => tx,
                 NextAction::Replay(stored) => return Ok(replay(&stored)),
@@ -121,7 +122,6 @@ pub async fn create(
             (cached, location)
         }
     };
-    drop(client);
     // The event's outbox row carries no NOTIFY (it would serialise
     // concurrent commits): raise this process's relay now it is committed.
     orders.waker.wake();

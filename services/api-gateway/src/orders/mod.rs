@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod group_commit;
 pub mod handlers;
 pub mod invalidation;
 pub mod settings;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::orders::cache::{CacheMetrics, OrderCache};
+use crate::orders::group_commit::OrderCommits;
 use crate::orders::invalidation::Subscriber;
 use crate::orders::settings::OrdersSettings;
 
@@ -44,6 +46,9 @@ pub struct Orders {
     /// Raises this process's outbox relay after an order commits (its
     /// `order.created` row carries no NOTIFY; ADR 0027).
     waker: RelayWaker,
+    /// Orders without an `Idempotency-Key` commit through it, several to a
+    /// statement under load.
+    commits: OrderCommits,
 }
 
 /// The area, built at start-up: its state for the routes, and the
@@ -67,12 +72,14 @@ impl OrdersArea {
     ) -> Result<Self, keel_cache::Error> {
         let cache = OrderCache::new(redis, settings, CacheMetrics::register(registry));
         let subscriber = Subscriber::new(redis_settings, cache.clone())?;
+        let commits = OrderCommits::start(pool.clone(), settings.group_commit);
         Ok(Self {
             state: Orders {
                 pool,
                 cache,
                 idempotency_ttl: settings.idempotency_ttl,
                 waker,
+                commits,
             },
             subscriber,
         })
@@ -84,6 +91,11 @@ impl Orders {
     /// cache is in use only then).
     pub fn cache_is_live(&self) -> bool {
         self.cache.is_live()
+    }
+
+    /// Orders waiting for the group commit right now.
+    pub fn orders_waiting(&self) -> usize {
+        self.commits.waiting()
     }
 
     /// The handle through which this instance's event subscription reports

@@ -630,3 +630,145 @@ async fn a_created_order_is_published_without_waiting_for_the_relays_poll() {
     let event: Value = serde_json::from_slice(&message.delivery.data).unwrap();
     assert_eq!(event["data"]["order_id"], order["id"]);
 }
+
+/// The orders table locked from a transaction of the test's, so the group
+/// commit's (single) committer waits on it and later orders queue.
+struct OrdersLocked {
+    client: keel_db::Client,
+}
+
+impl OrdersLocked {
+    async fn take(pool: &keel_db::Pool) -> Self {
+        let client = pool.get().await.unwrap();
+        client
+            .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        Self { client }
+    }
+
+    /// Waits until a statement waits for the lock.
+    async fn wait_for_a_waiter(&self, pool: &keel_db::Pool) {
+        let client = pool.get().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE NOT l.granted AND c.relname = 'orders' \
+                       AND l.database = (SELECT oid FROM pg_database \
+                                         WHERE datname = current_database())",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing waits on the lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn release(self) {
+        self.client.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
+
+/// Waits until `count` orders wait for the group commit.
+async fn wait_for_queued(app: &crate::orders_support::OrdersApp, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.orders.orders_waiting() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} orders never queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn post_later(
+    app: &crate::orders_support::OrdersApp,
+    caller: As,
+    body: &Value,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = app
+        .request(Method::POST, "/api/v1/orders", caller)
+        .json(body);
+    tokio::spawn(async move { request.send().await.unwrap() })
+}
+
+#[tokio::test]
+async fn an_order_failing_in_a_shared_commit_fails_alone() {
+    let env = OrdersEnv::new().await;
+    let app = env
+        .spawn_with(|s| s.orders.group_commit.concurrent_batches = 1)
+        .await;
+    let me = As::customer();
+    let mut reused = sample_order();
+    reused["external_id"] = json!("ref-1");
+    assert_eq!(app.create(me, &reused).await.status(), 201);
+
+    // The one committer waits on the lock with the first order; the next
+    // three queue meanwhile and are taken as one batch.
+    let lock = OrdersLocked::take(env.pool()).await;
+    let first = post_later(&app, me, &sample_order());
+    lock.wait_for_a_waiter(env.pool()).await;
+    let others = [
+        post_later(&app, me, &sample_order()),
+        post_later(&app, me, &reused),
+        post_later(&app, me, &sample_order()),
+    ];
+    wait_for_queued(&app, 3).await;
+    lock.release().await;
+
+    assert_eq!(first.await.unwrap().status(), 201);
+    let [before, duplicate, after] = others;
+    assert_eq!(before.await.unwrap().status(), 201);
+    let duplicate = duplicate.await.unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let problem: Value = duplicate.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:duplicate-external-id");
+    assert_eq!(after.await.unwrap().status(), 201);
+    // Four orders, four events: nothing of the refused one.
+    let listed: Value = app.list(me, "").await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 4, "{listed}");
+    assert_eq!(outbox_events(env.pool(), "order.created").await.len(), 4);
+}
+
+#[tokio::test]
+async fn orders_past_the_group_commits_waiting_bound_get_a_503_with_retry_after_at_once() {
+    let env = OrdersEnv::new().await;
+    let app = env
+        .spawn_with(|s| {
+            s.orders.group_commit.concurrent_batches = 1;
+            s.orders.group_commit.max_waiting = 1;
+        })
+        .await;
+    let me = As::customer();
+    let lock = OrdersLocked::take(env.pool()).await;
+    let committing = post_later(&app, me, &sample_order());
+    lock.wait_for_a_waiter(env.pool()).await;
+    let waiting = post_later(&app, me, &sample_order());
+    wait_for_queued(&app, 1).await;
+
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.create(me, &sample_order()),
+    )
+    .await
+    .expect("refused at once, not queued");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:keel:problem:unavailable");
+
+    lock.release().await;
+    assert_eq!(committing.await.unwrap().status(), 201);
+    assert_eq!(waiting.await.unwrap().status(), 201);
+    assert_eq!(outbox_events(env.pool(), "order.created").await.len(), 2);
+}
