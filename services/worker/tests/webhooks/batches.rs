@@ -340,3 +340,64 @@ async fn a_redelivered_batch_changes_nothing() {
     worker.await.unwrap();
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_batch_held_through_a_database_outage_spends_no_attempt() {
+    use secrecy::{ExposeSecret, SecretString};
+
+    let db = database().await;
+    // Three attempts in 300 ms: an outage that spent them would
+    // dead-letter the jobs long before it ends.
+    let broker = TestBroker::with_retry(short_retries()).await;
+    let mut events = Vec::new();
+    for id in 0..5 {
+        events.push(captured(&db, "shopify", "orders/create", &shopify_order(9_400 + id)).await);
+    }
+    // The test publishes the jobs itself, while the database is away (the
+    // relay could not read them then).
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "DELETE FROM outbox WHERE message_type = 'webhook.process'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // The worker reaches PostgreSQL through a proxy the test cuts.
+    let mut settings = batched(&db, &broker);
+    let mut url = url::Url::parse(settings.database.url.expose_secret()).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let proxy = keel_testkit::proxy::TcpProxy::start(upstream.parse().unwrap()).await;
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    settings.database.url = SecretString::from(url.to_string());
+    let (shutdown, worker) = run_worker(settings).await;
+    proxy.cut();
+
+    let publisher = keel_messaging::Publisher::new(broker.broker("outage-test"));
+    for &event_id in &events {
+        let job = Envelope::new(Job::WebhookProcess(WebhookProcess { event_id }));
+        publisher.publish_job(&job).await.unwrap();
+    }
+    // An outage longer than the runner's first pauses (it tries the batch
+    // again after each): none of these tries may count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+
+    eventually(Duration::from_secs(30), "the held batch is applied", || {
+        all_done(&db, &events)
+    })
+    .await;
+    for (status, attempts, _) in states(&db, &events).await {
+        assert_eq!((status.as_str(), attempts), ("processed", 1));
+    }
+    assert_eq!(orders(&db).await, 5);
+    assert_eq!(outbox_count(&db, "order.created").await, 5);
+    assert!(dead_letters(&db).await.is_empty());
+
+    shutdown.cancel();
+    worker.await.unwrap();
+    broker.cleanup().await;
+}
