@@ -162,7 +162,7 @@ async fn a_batch_settles_each_message_by_its_own_result() {
     assert_eq!(metrics.handled(&queue.name, Outcome::Dead), 1);
     assert_eq!(metrics.handled(&queue.name, Outcome::Retried), 1);
     assert_eq!(metrics.held_total(&queue.name), 2);
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     // All six together, then the held one alone twice more; the flaky one
     // comes back through its retry tier on its own.
     assert_eq!(seen.batches[0], 6, "{:?}", seen.batches);
@@ -180,6 +180,5 @@ async fn a_batch_settles_each_message_by_its_own_result() {
     assert_eq!(attempts(3), [1, 2], "the flaky one gets its next attempt");
     assert_eq!(attempts(4), [1, 1, 1], "an outage spends no attempt");
     assert_eq!(attempts(0), [1], "the others are applied once");
-    drop(seen);
     test.cleanup().await;
 }
