@@ -95,7 +95,7 @@ bench_wp_ingest_args() {
     BENCH_WP_ARGS=(-m POST -H 'X-Shopify-Topic: orders/create' -H 'Content-Type: application/json'
         --unique-header X-Shopify-Event-Id --unique-body-token ORDER_ID
         --shopify-secret "$(bench_wp_shopify_secret)"
-        -b '{"id":ORDER_ID,"email":"jon@example.com","total_price":"199.00","currency":"EUR","line_items":[{"sku":"TSHIRT-M","quantity":2,"price":"99.50"}]}')
+        -b '{"id":ORDER_ID,"email":"jon@example.com","total_price":"199.00","currency":"EUR","line_items":[{"id":1,"sku":"TSHIRT-M","quantity":2,"price":"99.50"}]}')
 }
 
 bench_wp_admin_token() {
