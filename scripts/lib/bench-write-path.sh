@@ -331,7 +331,9 @@ bench_wp_part_burst() {
     fields="$(python3 -c '
 import json, sys
 r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(r["rate"], f"{r[\"messages\"]} messages of {r.get(\"message_bytes\")} B in {r[\"seconds\"]:.2f} s; batch {r.get(\"batch\")}, {r.get(\"concurrent_batches\")} batches in flight, {r.get(\"channels\")} channels")
+g = r.get
+print(r["rate"], "%s messages of %s B in %.2f s; batch %s, %s batches in flight, %s channels"
+      % (g("messages"), g("message_bytes"), g("seconds"), g("batch"), g("concurrent_batches"), g("channels")))
 ' "$out")"
     bench_record "$BENCH_WP_PUBLISHER" "" "msgs/s" "${fields%% *}" null null null null 0 bare-publisher null \
         "${fields#* }; persistent, publisher confirms, to a durable quorum queue of the same broker"
@@ -438,8 +440,8 @@ print(r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], r["errors"])
 import json, sys
 s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])[sys.argv[2]]
 n = lambda v: "null" if v is None else v
-note = f"{s[\"samples\"]} samples ({s[\"timeouts\"]} timeouts counted as 30 s), {s[\"errors\"]} failed probes"
-if s["first_error"]: note += f"; first: {s[\"first_error\"]}"
+note = "%s samples (%s timeouts counted as 30 s), %s failed probes" % (s["samples"], s["timeouts"], s["errors"])
+if s["first_error"]: note += "; first: %s" % s["first_error"]
 print(n(s["p50_ms"]), n(s["p95_ms"]), n(s["p99_ms"]), n(s["max_ms"]), s["timeouts"] + s["errors"], note)
 ' "$out" "$key")"
         read -r p50 p95 p99 mx errors note <<<"$fields"
