@@ -76,6 +76,9 @@ async fn workers_scaled_1_4_1_under_flowing_jobs_apply_every_job_exactly_once() 
         // The cache announcement is not what this proves; keep Redis out.
         ("KEEL_ORDER_CACHE__ENABLED".to_owned(), "false".to_owned()),
         ("KEEL_DATABASE__MAX_CONNECTIONS".to_owned(), "8".to_owned()),
+        // A job in flight holds a connection: no more of them than the pool
+        // (the worker refuses such settings at start, ADR 0026).
+        ("KEEL_JOBS__WEBHOOK__CONCURRENCY".to_owned(), "8".to_owned()),
     ]);
     let mut next_log = 0;
     let mut start_worker = async |env: &[(String, String)]| {
