@@ -142,8 +142,11 @@ async fn sigterm_lets_in_flight_jobs_finish_leaves_the_rest_queued_and_exits_0()
     }
 
     let worker = ServiceProcess::start(BINARY, &env, Duration::from_secs(30)).await;
-    eventually(Duration::from_secs(20), "two jobs in flight", || async {
-        shopify.hits() == 2
+    // Jobs are in flight while their (2 s) Admin API call is. How many at
+    // once depends on how the relay's publishes fell into the consumer's
+    // batches (one or two, prefetch 2); every one started must finish.
+    eventually(Duration::from_secs(20), "a job in flight", || async {
+        shopify.hits() >= 1
     })
     .await;
     let status = worker.terminate(Duration::from_secs(20)).await;
@@ -155,9 +158,10 @@ async fn sigterm_lets_in_flight_jobs_finish_leaves_the_rest_queued_and_exits_0()
     }
     let processed = states.iter().filter(|s| *s == "processed").count();
     let received = states.iter().filter(|s| *s == "received").count();
-    assert_eq!((processed, received), (2, 3), "{states:?}");
-    assert_eq!(shopify.hits(), 2);
-    assert_eq!(queued(&broker).await, 3);
+    let started = shopify.hits();
+    assert!((1..=2).contains(&started), "{started} jobs started");
+    assert_eq!((processed, received), (started, 5 - started), "{states:?}");
+    assert_eq!(queued(&broker).await, u32::try_from(5 - started).unwrap());
     shopify.stop().await;
     broker.cleanup().await;
 }
