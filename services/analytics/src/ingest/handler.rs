@@ -64,10 +64,7 @@ fn classify(error: keel_db::Error) -> HandlerError {
     if error.is_unavailable() {
         return HandlerError::unavailable(error);
     }
-    let data_error = error
-        .code()
-        .is_some_and(|code| code.code().starts_with("22") || code.code().starts_with("23"));
-    if data_error {
+    if error.is_bad_input() {
         HandlerError::permanent(error)
     } else {
         HandlerError::transient(error)

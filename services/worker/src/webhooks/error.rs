@@ -1,7 +1,6 @@
 //! Why processing an event failed, and whether trying again can help.
 
 use keel_webhooks::process::ProcessError;
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::webhooks::shopify::{ApiError, InvalidPayload};
@@ -94,9 +93,5 @@ fn store_is_transient(error: &keel_commerce::orders::Error) -> bool {
 /// every attempt; anything else (connection loss, lock timeout, deadlock,
 /// statement timeout, pool exhaustion) may pass later.
 fn database_is_transient(error: &keel_db::Error) -> bool {
-    match error.code() {
-        Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => true,
-        Some(code) => !(code.code().starts_with("22") || code.code().starts_with("23")),
-        None => true,
-    }
+    !error.is_bad_input()
 }
